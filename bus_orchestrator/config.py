@@ -1,0 +1,35 @@
+"""All configuration, from environment variables prefixed ``BUS_``.
+
+``Settings`` is built once, in the composition root (``cli``), and passed down.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BUS_", extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str = "postgresql://root@127.0.0.1:5432/test"
+    database_schema: str = Field(
+        default="public",
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Postgres schema for all tables",
+    )
+    exchange_prefix: str = Field(
+        default="", pattern=r"^[A-Za-z0-9_.-]*$", description="Prefix of every exchange and queue"
+    )
+    source: str = "urn:bus-orchestrator:coordinator"
+    prefetch: int = Field(default=64, ge=1)
+    max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    delivery_limit: int = Field(default=20, ge=1)
+    step_timeout_seconds: float = Field(default=30.0, gt=0)
+    outbox_lease_seconds: float = Field(default=10.0, gt=0)
+    outbox_sweep_seconds: float = Field(default=1.0, gt=0)
+    timer_poll_seconds: float = Field(default=0.5, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_command_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)

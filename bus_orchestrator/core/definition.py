@@ -1,0 +1,166 @@
+"""How a saga is declared: what starts it, its steps, and the events that affect it.
+
+A definition is data plus pure functions of the saga's typed data. Nothing here does I/O::
+
+    order_to_cash = SagaDefinition(
+        name="order_to_cash",
+        data_model=OrderData,
+        started_by=OrderPlaced,
+        correlate=lambda e: e.order_id,
+        initial_data=lambda e: OrderData(order=e),
+        steps=[Step(name="reserve_stock", command=reserve, succeeds_on=(StockReserved,), ...)],
+        reactions=[Reaction(OrderCancelled, correlate=lambda e: e.order_id,
+                            react=lambda d, e: Compensate("cancelled by customer"))],
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from bus_orchestrator.core.messages import Command, Event, Message, MessageKind, Reply
+from bus_orchestrator.errors import DefinitionError
+
+D = TypeVar("D", bound=BaseModel)
+S = TypeVar("S", bound=Event)
+E = TypeVar("E", bound=Event)
+
+END = "__end__"
+"""Returned by a step's ``next`` to finish the saga after that step."""
+
+
+def _keep(data: D, reply: Reply) -> D:
+    return data
+
+
+@dataclass(frozen=True)
+class Step(Generic[D]):
+    """One step: a command to an adapter and the replies that settle it.
+
+    ``command`` builds the command from the saga data, which holds what earlier replies
+    taught us (``on_reply`` folds a success reply into the data). ``next`` picks the step
+    that follows from the data and the success reply (a branch); by default the next one in
+    the list. A step with a ``compensation`` is undone, in reverse order, when a later step
+    fails, the saga is cancelled, or this step's outcome is unknown because it timed out.
+    """
+
+    name: str
+    command: Callable[[D], Command]
+    succeeds_on: tuple[type[Reply], ...]
+    fails_on: tuple[type[Reply], ...] = ()
+    on_reply: Callable[[D, Reply], D] = _keep
+    compensation: Callable[[D], Command] | None = None
+    compensated_on: tuple[type[Reply], ...] = ()
+    compensation_fails_on: tuple[type[Reply], ...] = ()
+    timeout: timedelta = timedelta(seconds=60)
+    max_attempts: int = 1
+    compensation_max_attempts: int = 3
+    next: Callable[[D, Reply], str | None] | None = None
+
+    def reply_types(self) -> set[type[Reply]]:
+        return {
+            *self.succeeds_on,
+            *self.fails_on,
+            *self.compensated_on,
+            *self.compensation_fails_on,
+        }
+
+
+@dataclass(frozen=True)
+class Compensate:
+    """What a reaction returns to undo the saga's completed steps."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reaction(Generic[D, E]):
+    """A business event that affects a running saga, found by its correlation id.
+
+    ``react`` returns ``Compensate(reason)`` to undo the saga, new data to record, or
+    ``None`` to leave the saga as it is.
+    """
+
+    event: type[E]
+    correlate: Callable[[E], str]
+    react: Callable[[D, E], Compensate | D | None]
+
+
+@dataclass(frozen=True)
+class SagaDefinition(Generic[D, S]):
+    """A saga type: its start event, its data model, its steps and its reactions."""
+
+    name: str
+    data_model: type[D]
+    started_by: type[S]
+    correlate: Callable[[S], str]
+    initial_data: Callable[[S], D]
+    steps: Sequence[Step[D]]
+    reactions: Sequence[Reaction[D, Any]] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise DefinitionError(f"saga {self.name!r} has no steps")
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise DefinitionError(f"saga {self.name!r} has duplicate step names: {names}")
+        if END in names:
+            raise DefinitionError(f"saga {self.name!r}: {END!r} is reserved")
+        for step in self.steps:
+            if not step.succeeds_on:
+                raise DefinitionError(f"step {step.name!r} has no success reply type")
+            if step.compensation is not None and not step.compensated_on:
+                raise DefinitionError(
+                    f"step {step.name!r} has a compensation but no reply that confirms it"
+                )
+            if step.max_attempts < 1 or step.compensation_max_attempts < 1:
+                raise DefinitionError(f"step {step.name!r}: attempts must be at least 1")
+            for reply in step.reply_types():
+                if reply.kind is not MessageKind.REPLY:
+                    raise DefinitionError(f"step {step.name!r}: {reply.__name__} is not a reply")
+        reacted = [r.event.message_type for r in self.reactions]
+        if self.started_by.message_type in reacted or len(set(reacted)) != len(reacted):
+            raise DefinitionError(f"saga {self.name!r}: an event type is handled twice")
+
+    def step(self, name: str) -> Step[D]:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+
+    def index_of(self, name: str) -> int:
+        return [s.name for s in self.steps].index(name)
+
+    def reaction_for(self, message_type: str) -> Reaction[D, Any] | None:
+        for reaction in self.reactions:
+            if reaction.event.message_type == message_type:
+                return reaction
+        return None
+
+    def reply_types(self) -> set[str]:
+        return {r.message_type for s in self.steps for r in s.reply_types()}
+
+    def event_types(self) -> set[str]:
+        return {self.started_by.message_type, *(r.event.message_type for r in self.reactions)}
+
+    def message_models(self) -> set[type[Message]]:
+        """Every model this saga receives or sends whose type is known statically."""
+        models: set[type[Message]] = {self.started_by}
+        models.update(r.event for r in self.reactions)
+        for step in self.steps:
+            models.update(step.reply_types())
+        return models
+
+    def correlation_of(self, event: Event) -> str:
+        """The correlation id an event of this saga carries."""
+        if isinstance(event, self.started_by):
+            return self.correlate(event)
+        reaction = self.reaction_for(event.message_type)
+        if reaction is None:
+            raise DefinitionError(f"saga {self.name!r} does not handle {event.message_type!r}")
+        return reaction.correlate(event)

@@ -1,0 +1,104 @@
+"""Message models and the contract registry.
+
+A message model is a frozen pydantic model that names its stable, dotted, versioned type
+string (``payments.charge_payment.v1``) in ``message_type``. The type string is the contract;
+it is never derived from the Python class path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class MessageKind(StrEnum):
+    """What a message is for; decides the exchange it travels on."""
+
+    EVENT = "event"
+    COMMAND = "command"
+    REPLY = "reply"
+
+
+class Message(BaseModel):
+    """Base of every message model: frozen, and strict about unknown fields on input."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_type: ClassVar[str]
+    kind: ClassVar[MessageKind]
+
+
+class Event(Message):
+    """A business fact, named in the past tense (``OrderPlaced``)."""
+
+    kind: ClassVar[MessageKind] = MessageKind.EVENT
+
+
+class Command(Message):
+    """A request to an adapter, named in the imperative (``ChargePayment``)."""
+
+    kind: ClassVar[MessageKind] = MessageKind.COMMAND
+
+
+class Reply(Message):
+    """An adapter's answer to a command (``PaymentCharged``, ``PaymentDeclined``)."""
+
+    kind: ClassVar[MessageKind] = MessageKind.REPLY
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """One registered message type."""
+
+    message_type: str
+    model: type[Message]
+    kind: MessageKind
+    version: int
+
+
+def _version_of(message_type: str) -> int:
+    last = message_type.rsplit(".", 1)[-1]
+    if len(message_type.split(".")) < 3 or not last.startswith("v") or not last[1:].isdigit():
+        raise ValueError(
+            f"message type {message_type!r} must be dotted and versioned, "
+            "e.g. 'orders.order_placed.v1'"
+        )
+    return int(last[1:])
+
+
+class ContractRegistry:
+    """Maps each type string to its model, kind and version."""
+
+    def __init__(self, models: Iterable[type[Message]] = ()) -> None:
+        self._by_type: dict[str, Contract] = {}
+        for model in models:
+            self.register(model)
+
+    def register(self, model: type[Message]) -> None:
+        message_type = model.message_type
+        existing = self._by_type.get(message_type)
+        if existing is not None and existing.model is not model:
+            raise ValueError(f"message type {message_type!r} is registered twice")
+        self._by_type[message_type] = Contract(
+            message_type, model, model.kind, _version_of(message_type)
+        )
+
+    def get(self, message_type: str) -> Contract | None:
+        return self._by_type.get(message_type)
+
+    def __contains__(self, message_type: object) -> bool:
+        return message_type in self._by_type
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._by_type.values(), key=lambda c: c.message_type))
+
+    def parse(self, message_type: str, data: Mapping[str, Any] | Any) -> Message:
+        """Validate ``data`` against the registered model.
+
+        Raises ``KeyError`` for an unknown type and ``pydantic.ValidationError`` for bad data.
+        """
+        return self._by_type[message_type].model.model_validate(data)

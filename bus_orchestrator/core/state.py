@@ -1,0 +1,101 @@
+"""The state of one saga instance, as stored between steps.
+
+The instance is a frozen value: ``decide`` returns a new one. Nothing about a saga is kept
+in memory between messages; the store holds this and only this.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+# Fixed namespace for the engine's deterministic ids. Changing it changes every saga and
+# command id derived from it, so it never changes.
+ID_NAMESPACE = uuid.UUID("6f1d4c8e-3b0a-5e7f-9a26-1c5b7d2e8f40")
+
+
+class SagaStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+    """A compensation could not be done; an operator must look."""
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED)
+
+
+class StepStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+
+
+class Phase(StrEnum):
+    FORWARD = "forward"
+    COMPENSATION = "compensation"
+
+
+class StepRecord(BaseModel):
+    """One executed step, in the order the saga ran them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    status: StepStatus
+    command_type: str
+    command_id: str
+    attempts: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    compensation_type: str | None = None
+    compensation_id: str | None = None
+    compensation_attempts: int = 0
+    compensated_at: datetime | None = None
+
+
+class SagaInstance(BaseModel):
+    """A saga's whole state. ``data`` is the definition's data model in JSON form."""
+
+    model_config = ConfigDict(frozen=True)
+
+    saga_id: str
+    saga_type: str
+    correlation_id: str
+    status: SagaStatus
+    version: int
+    data: dict[str, Any]
+    steps: tuple[StepRecord, ...] = ()
+    current: int | None = None
+    """Index in ``steps`` of the step awaiting a reply; ``None`` when nothing is awaited."""
+    phase: Phase = Phase.FORWARD
+    pending_command_id: str | None = None
+    deadline: datetime | None = None
+    to_compensate: tuple[int, ...] = ()
+    """Indexes in ``steps`` still to compensate after the current one, next first."""
+    cancel_reason: str | None = None
+    """Set when a cancellation arrived while a step's reply was still awaited."""
+    failure: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+def saga_id_for(saga_type: str, correlation_id: str) -> str:
+    """The saga id is derived, so every copy of a start event names the same saga."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"saga:{saga_type}:{correlation_id}"))
+
+
+def command_id_for(saga_id: str, step_index: int, phase: Phase) -> str:
+    """Resends of a command reuse its id, so adapters can deduplicate them."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"command:{saga_id}:{step_index}:{phase}"))

@@ -1,0 +1,84 @@
+"""Every error the engine raises on purpose.
+
+BusOrchestratorError                 root; ``retryable`` says whether trying again may help
+├── DefinitionError                  a saga definition is inconsistent (found at start-up)
+├── InvalidMessageError              bad input: dead-lettered with ``reason`` and ``detail``
+├── ConcurrencyConflictError         the saga changed under us; reload and decide again
+├── StoreUnavailableError            Postgres is unreachable or timed out (retryable)
+├── BrokerUnavailableError           RabbitMQ is unreachable or timed out (retryable)
+├── SagaNotFoundError                no saga with that id or correlation id
+└── AdapterError                     raised by command handlers in an adapter
+    ├── TransientAdapterError        the external system may succeed later (retryable)
+    └── PermanentAdapterError        it will not; the command is dead-lettered
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class BusOrchestratorError(Exception):
+    """Root of the engine's errors."""
+
+    retryable: bool = False
+
+
+class DefinitionError(BusOrchestratorError):
+    """A saga definition is inconsistent."""
+
+
+class DeadLetterReason(StrEnum):
+    """Why a message was dead-lettered; carried in the ``x-dead-reason`` header."""
+
+    MALFORMED = "malformed"
+    NOT_CLOUDEVENT = "not-a-cloudevent"
+    MISSING_ATTRIBUTES = "missing-attributes"
+    UNKNOWN_TYPE = "unknown-type"
+    SCHEMA = "schema-violation"
+    OVERSIZED = "oversized"
+    HANDLER_ERROR = "handler-error"
+
+
+class InvalidMessageError(BusOrchestratorError):
+    """A message the engine cannot accept. It is dead-lettered, never retried."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ConcurrencyConflictError(BusOrchestratorError):
+    """The saga row changed between load and write."""
+
+    retryable = True
+
+
+class StoreUnavailableError(BusOrchestratorError):
+    """The saga store cannot be reached."""
+
+    retryable = True
+
+
+class BrokerUnavailableError(BusOrchestratorError):
+    """The message broker cannot be reached."""
+
+    retryable = True
+
+
+class SagaNotFoundError(BusOrchestratorError):
+    """No saga matches the given id or correlation id."""
+
+
+class AdapterError(BusOrchestratorError):
+    """Raised by an adapter's command handler."""
+
+
+class TransientAdapterError(AdapterError):
+    """The external system failed in a way that may pass; the call is retried."""
+
+    retryable = True
+
+
+class PermanentAdapterError(AdapterError):
+    """The external system refused the call for good; no reply can be produced."""

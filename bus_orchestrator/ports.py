@@ -1,0 +1,175 @@
+"""The engine's ports: what the runtime needs from storage and from the broker.
+
+Each port has a real adapter (``store.postgres``, ``transport.publisher``) and an in-memory
+twin for tests. The runtime depends on these protocols only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from bus_orchestrator.core.state import SagaInstance, SagaStatus
+
+Clock = Callable[[], datetime]
+"""Returns the current time, timezone-aware (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message encoded for AMQP, ready to publish as it is."""
+
+    message_id: str
+    message_type: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPublish:
+    """An outbox row: a committed message the relay has yet to see confirmed."""
+
+    outbox_id: int
+    message: OutboxMessage
+
+
+class Direction(StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of a saga's audit log: a message in or out, and what came of it."""
+
+    direction: Direction
+    message_id: str
+    message_type: str
+    correlation_id: str | None
+    causation_id: str | None
+    outcome: str
+    note: str
+    payload: Mapping[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ByCorrelation:
+    saga_type: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ByPendingCommand:
+    """The saga awaiting a reply to this command id."""
+
+    command_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BySagaId:
+    saga_id: str
+
+
+SagaKey = ByCorrelation | ByPendingCommand | BySagaId
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What one message finds: whether its id was processed already, and its saga."""
+
+    seen: bool
+    instance: SagaInstance | None
+
+
+class CommitResult(StrEnum):
+    COMMITTED = "committed"
+    CONFLICT = "conflict"
+    """The saga's version moved on (or it was created) since it was loaded."""
+    DUPLICATE = "duplicate"
+    """This consumer already processed this message id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    result: CommitResult
+    outbox: tuple[PendingPublish, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Everything one message does to the store, applied atomically by ``commit``.
+
+    ``instance`` is the saga's new state (``None`` when the message changes no saga, e.g. it
+    was ignored); ``expected_version`` is the version it was decided from (``None`` for a
+    new saga). ``saga_id`` ties the history to a saga even when nothing else changes.
+    """
+
+    consumer: str
+    message_id: str
+    saga_id: str | None
+    instance: SagaInstance | None
+    expected_version: int | None
+    history: tuple[HistoryEntry, ...]
+    outbox: tuple[OutboxMessage, ...] = ()
+
+
+class SagaStore(Protocol):
+    """Saga state, inbox, audit history and outbox, changed together or not at all."""
+
+    async def load(self, consumer: str, message_id: str, key: SagaKey) -> Loaded:
+        """Find the saga for a message and whether ``consumer`` has seen the message."""
+        ...
+
+    async def commit(self, change: Change) -> Committed:
+        """Apply a change in one transaction, guarded by the inbox and the saga version."""
+        ...
+
+    async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:
+        """Sagas whose deadline has passed, oldest deadline first."""
+        ...
+
+    async def find(self, id_or_correlation: str) -> list[SagaInstance]:
+        """Sagas whose id or correlation id is the given string."""
+        ...
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_type: str | None = None,
+        limit: int = 50,
+    ) -> list[SagaInstance]:
+        """Sagas, newest first."""
+        ...
+
+    async def history(self, saga_id: str) -> list[HistoryEntry]:
+        """A saga's audit log, oldest first."""
+        ...
+
+
+class Outbox(Protocol):
+    """The relay's view of the outbox."""
+
+    async def claim_unsent(self, lease: timedelta, limit: int) -> list[PendingPublish]:
+        """Rows not yet confirmed whose lease has run out; claims them for ``lease``."""
+        ...
+
+    async def mark_sent(self, outbox_ids: Sequence[int]) -> None:
+        """Record the broker's confirm for these rows."""
+        ...
+
+
+class Publisher(Protocol):
+    """Publishes encoded messages; returns only once the broker has confirmed."""
+
+    async def publish(self, message: OutboxMessage) -> None:
+        """Raises ``BrokerUnavailableError`` when the broker did not confirm."""
+        ...

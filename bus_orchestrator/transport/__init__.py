@@ -1,0 +1,1 @@
+"""The AMQP side: topology, CloudEvents codec, confirmed publishing, dead-lettering."""

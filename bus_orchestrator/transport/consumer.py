@@ -1,0 +1,128 @@
+"""Consuming a queue with explicit outcomes: ack, requeue, or dead-letter with a reason.
+
+Handlers return a verdict rather than raising special exceptions. An exception that escapes
+a handler is a bug in a saga or adapter: the message is dead-lettered with the error as its
+reason, and the consumer keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
+
+from bus_orchestrator.errors import BrokerUnavailableError, DeadLetterReason
+from bus_orchestrator.transport.codec import RawMessage
+from bus_orchestrator.transport.publisher import DeadLetterer
+
+log = logging.getLogger(__name__)
+
+
+class Verdict(StrEnum):
+    ACK = "ack"
+    REQUEUE = "requeue"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Dead-letter the message with this reason, then acknowledge it."""
+
+    reason: DeadLetterReason
+    detail: str
+
+
+Handler = Callable[[RawMessage], Awaitable[Verdict | DeadLetter]]
+
+
+def raw_message(message: AbstractIncomingMessage) -> RawMessage:
+    return RawMessage(
+        body=message.body,
+        headers=dict(message.headers or {}),
+        content_type=message.content_type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        exchange=message.exchange or "",
+        routing_key=message.routing_key or "",
+    )
+
+
+class QueueConsumer:
+    """Runs ``handler`` for each delivery of ``queue`` and settles the delivery after it."""
+
+    def __init__(self, queue: AbstractQueue, handler: Handler, dead_letterer: DeadLetterer) -> None:
+        self._queue = queue
+        self._handler = handler
+        self._dead_letterer = dead_letterer
+        self._tag: ConsumerTag | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop taking deliveries and let the ones in hand finish (up to ``grace`` seconds).
+
+        Deliveries not settled by then are returned to the queue by the broker when the
+        channel closes, so none is lost.
+        """
+        if self._tag is not None:
+            tag, self._tag = self._tag, None
+            try:
+                await self._queue.cancel(tag)
+            except Exception:  # the channel may already be gone; the broker requeues
+                log.warning("could not cancel consumer %s", tag, exc_info=True)
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            log.warning("%d deliveries still in hand after %.0fs", len(self._inflight), grace)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - aio-pika runs each callback in its own task
+        self._inflight.add(task)
+        self._idle.clear()
+        try:
+            await self._settle(message)
+        finally:
+            self._inflight.discard(task)
+            if not self._inflight:
+                self._idle.set()
+
+    async def _settle(self, message: AbstractIncomingMessage) -> None:
+        raw = raw_message(message)
+        try:
+            verdict = await self._handler(raw)
+        except Exception as exc:
+            log.exception("handler failed on message %s (%s)", raw.message_id, raw.routing_key)
+            verdict = DeadLetter(DeadLetterReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+        try:
+            if isinstance(verdict, DeadLetter):
+                log.warning(
+                    "dead-lettering message %s from %s/%s: %s: %s",
+                    raw.message_id,
+                    raw.exchange,
+                    raw.routing_key,
+                    verdict.reason,
+                    verdict.detail,
+                )
+                try:
+                    await self._dead_letterer.dead_letter(raw, verdict.reason, verdict.detail)
+                except BrokerUnavailableError:
+                    log.exception("could not dead-letter %s; requeueing it", raw.message_id)
+                    await message.nack(requeue=True)
+                    return
+                await message.ack()
+            elif verdict is Verdict.ACK:
+                await message.ack()
+            else:
+                await message.nack(requeue=True)
+        except Exception:
+            # The channel broke under us: the broker redelivers, the inbox deduplicates.
+            log.warning("could not settle message %s", raw.message_id, exc_info=True)
