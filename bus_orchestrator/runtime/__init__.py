@@ -1,0 +1,1 @@
+"""The loops: message handling (one transaction per message), the outbox relay, timers."""

@@ -1,0 +1,54 @@
+"""The read model of a saga, as the CLI (and later the HTTP API) shows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bus_orchestrator.core.state import SagaInstance
+from bus_orchestrator.ports import HistoryEntry
+
+
+def saga_view(instance: SagaInstance) -> dict[str, Any]:
+    """One saga as a JSON-ready object."""
+    return {
+        "saga_id": instance.saga_id,
+        "saga_type": instance.saga_type,
+        "correlation_id": instance.correlation_id,
+        "status": str(instance.status),
+        "version": instance.version,
+        "created_at": instance.created_at.isoformat(),
+        "updated_at": instance.updated_at.isoformat(),
+        "failure": instance.failure,
+        "awaiting": instance.pending_command_id,
+        "deadline": instance.deadline.isoformat() if instance.deadline else None,
+        "steps": [
+            {
+                "name": step.name,
+                "status": str(step.status),
+                "command_type": step.command_type,
+                "command_id": step.command_id,
+                "attempts": step.attempts,
+                "started_at": step.started_at.isoformat(),
+                "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+                "error": step.error,
+                "compensation_type": step.compensation_type,
+                "compensation_attempts": step.compensation_attempts,
+                "compensated_at": step.compensated_at.isoformat() if step.compensated_at else None,
+            }
+            for step in instance.steps
+        ],
+        "data": instance.data,
+    }
+
+
+def history_view(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "at": entry.at.isoformat(),
+        "direction": str(entry.direction),
+        "message_id": entry.message_id,
+        "message_type": entry.message_type,
+        "correlation_id": entry.correlation_id,
+        "causation_id": entry.causation_id,
+        "outcome": entry.outcome,
+        "note": entry.note,
+    }
