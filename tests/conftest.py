@@ -98,11 +98,11 @@ class TestBus:
         await queue.bind(exchange, routing_key=routing_key)
         return queue
 
-    async def drain(self, queue: aio_pika.abc.AbstractQueue, count: int, timeout: float = 10.0):
+    async def drain(self, queue: aio_pika.abc.AbstractQueue, count: int, within: float = 10.0):
         """Wait for ``count`` messages on ``queue``, acknowledging them; fails on timeout."""
         received: list[aio_pika.abc.AbstractIncomingMessage] = []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while len(received) < count:
             message = await queue.get(no_ack=True, fail=False)
             if message is None:

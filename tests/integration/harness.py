@@ -112,13 +112,13 @@ async def wait_for_status(
     settings: Settings,
     correlation_ids: list[str],
     statuses: set[SagaStatus],
-    timeout: float = 30.0,
+    within: float = 30.0,
 ) -> dict[str, SagaInstance]:
     """Poll until each saga has one of ``statuses``; fails with what it saw on timeout."""
     pool = await create_pool(settings.model_copy(update={"db_pool_size": 1}))
     store = PostgresSagaStore(pool, timedelta(seconds=1))
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     found: dict[str, SagaInstance] = {}
     try:
         while True:

@@ -216,7 +216,7 @@ async def test_outbox_rows_left_by_a_crash_are_published_on_restart(
         await pool.close()
     service = await start_coordinator(settings)
     try:
-        [published] = await bus.drain(commands, 1, timeout=15)
+        [published] = await bus.drain(commands, 1, within=15)
         assert published.message_id == "left-behind"
         for _ in range(100):
             rows = await sql(settings, "SELECT sent_at FROM outbox")
@@ -243,7 +243,7 @@ async def test_step_timeout_compensates_and_resends_then_fails(
     try:
         channel = await bus.channel()
         await publish(channel, bus.topology.events, order("o-4"))
-        saga = (await wait_for_status(settings, ["o-4"], {SagaStatus.FAILED}, timeout=20))["o-4"]
+        saga = (await wait_for_status(settings, ["o-4"], {SagaStatus.FAILED}, within=20))["o-4"]
         sent = await bus.drain(commands, 4)
         assert [m.routing_key for m in sent] == ["inventory.reserve_stock.v1"] + [
             "inventory.release_stock.v1"

@@ -1,0 +1,211 @@
+"""The in-memory twin of ``PostgresSagaStore``, for tests of the runtime.
+
+It keeps the Postgres adapter's semantics: the inbox catches duplicates, the saga version
+and the uniqueness of (saga type, correlation id) catch conflicts, a failed commit writes
+nothing, outbox rows are leased on commit and claimed in id order. Values go through JSON
+on the way in, as they do in Postgres, so callers never share state with the store.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from bus_orchestrator.core.state import SagaInstance, SagaStatus
+from bus_orchestrator.ports import (
+    ByCorrelation,
+    ByPendingCommand,
+    Change,
+    Clock,
+    CommitResult,
+    Committed,
+    HistoryEntry,
+    Loaded,
+    OutboxMessage,
+    PendingPublish,
+    SagaKey,
+)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _copy(instance: SagaInstance) -> SagaInstance:
+    return SagaInstance.model_validate_json(instance.model_dump_json())
+
+
+@dataclass(slots=True)
+class _OutboxRow:
+    message: OutboxMessage
+    created_at: datetime
+    claimed_until: datetime
+    sent_at: datetime | None = None
+
+
+class InMemorySagaStore:
+    """``SagaStore`` and ``Outbox`` in dictionaries. ``clock`` drives leases and purges."""
+
+    def __init__(
+        self, *, outbox_lease: timedelta = timedelta(seconds=10), clock: Clock = _utc_now
+    ) -> None:
+        self._outbox_lease = outbox_lease
+        self._clock = clock
+        self._sagas: dict[uuid.UUID, SagaInstance] = {}
+        self._by_correlation: dict[tuple[str, str], uuid.UUID] = {}
+        self._inbox: set[tuple[str, str]] = set()
+        self._history: list[tuple[uuid.UUID | None, HistoryEntry]] = []
+        self._outbox: dict[int, _OutboxRow] = {}
+        self._last_outbox_id = 0
+
+    # -- the message path --------------------------------------------------------------
+
+    async def load(self, consumer: str, message_id: str, key: SagaKey) -> Loaded:
+        return Loaded(seen=(consumer, message_id) in self._inbox, instance=self._find_key(key))
+
+    def _find_key(self, key: SagaKey) -> SagaInstance | None:
+        if isinstance(key, ByCorrelation):
+            saga_id = self._by_correlation.get((key.saga_type, key.correlation_id))
+            return None if saga_id is None else self._sagas[saga_id]
+        if isinstance(key, ByPendingCommand):
+            return next(
+                (s for s in self._sagas.values() if s.pending_command_id == key.command_id),
+                None,
+            )
+        saga_uuid = _as_uuid(key.saga_id)
+        return None if saga_uuid is None else self._sagas.get(saga_uuid)
+
+    async def commit(self, change: Change) -> Committed:
+        instance = change.instance
+        if instance is not None and not self._may_write(instance, change.expected_version):
+            return Committed(CommitResult.CONFLICT)
+        if (change.consumer, change.message_id) in self._inbox:
+            return Committed(CommitResult.DUPLICATE)
+
+        if instance is not None:
+            saga_uuid = uuid.UUID(instance.saga_id)
+            self._sagas[saga_uuid] = _copy(instance)
+            self._by_correlation.setdefault(
+                (instance.saga_type, instance.correlation_id), saga_uuid
+            )
+        self._inbox.add((change.consumer, change.message_id))
+
+        history_id = change.saga_id
+        if history_id is None and instance is not None:
+            history_id = instance.saga_id
+        history_uuid = None if history_id is None else uuid.UUID(history_id)
+        for entry in change.history:
+            payload = json.loads(json.dumps(entry.payload))
+            self._history.append((history_uuid, replace(entry, payload=payload)))
+
+        now = self._clock()
+        published: list[PendingPublish] = []
+        for message in change.outbox:
+            self._last_outbox_id += 1
+            self._outbox[self._last_outbox_id] = _OutboxRow(
+                message=replace(message, headers=dict(message.headers)),
+                created_at=now,
+                claimed_until=now + self._outbox_lease,
+            )
+            published.append(PendingPublish(self._last_outbox_id, message))
+        return Committed(CommitResult.COMMITTED, tuple(published))
+
+    def _may_write(self, instance: SagaInstance, expected_version: int | None) -> bool:
+        saga_uuid = uuid.UUID(instance.saga_id)
+        if expected_version is None:
+            taken = (instance.saga_type, instance.correlation_id) in self._by_correlation
+            return saga_uuid not in self._sagas and not taken
+        current = self._sagas.get(saga_uuid)
+        return current is not None and current.version == expected_version
+
+    # -- timers and queries --------------------------------------------------------------
+
+    async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:
+        due = [
+            (s.deadline, uuid.UUID(s.saga_id), s)
+            for s in self._sagas.values()
+            if s.deadline is not None and s.deadline <= now
+        ]
+        due.sort(key=lambda d: (d[0], d[1]))
+        return [s for _, _, s in due[:limit]]
+
+    async def find(self, id_or_correlation: str) -> list[SagaInstance]:
+        wanted = _as_uuid(id_or_correlation)
+        return _newest_first(
+            s
+            for key, s in self._sagas.items()
+            if key == wanted or s.correlation_id == id_or_correlation
+        )
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_type: str | None = None,
+        limit: int = 50,
+    ) -> list[SagaInstance]:
+        matching = _newest_first(
+            s
+            for s in self._sagas.values()
+            if (status is None or s.status == status)
+            and (saga_type is None or s.saga_type == saga_type)
+        )
+        return matching[:limit]
+
+    async def history(self, saga_id: str) -> list[HistoryEntry]:
+        wanted = _as_uuid(saga_id)
+        if wanted is None:
+            return []
+        return [entry for key, entry in self._history if key == wanted]
+
+    # -- the outbox ---------------------------------------------------------------------
+
+    async def claim_unsent(self, lease: timedelta, limit: int) -> list[PendingPublish]:
+        now = self._clock()
+        claimed: list[PendingPublish] = []
+        for outbox_id in sorted(self._outbox):
+            if len(claimed) >= limit:
+                break
+            row = self._outbox[outbox_id]
+            if row.sent_at is None and row.claimed_until < now:
+                row.claimed_until = now + lease
+                claimed.append(PendingPublish(outbox_id, row.message))
+        return claimed
+
+    async def mark_sent(self, outbox_ids: Sequence[int]) -> None:
+        now = self._clock()
+        for outbox_id in outbox_ids:
+            row = self._outbox.get(outbox_id)
+            if row is not None and row.sent_at is None:
+                row.sent_at = now
+
+    async def purge_sent(self, older_than: timedelta) -> int:
+        """Delete rows confirmed longer than ``older_than`` ago; return how many."""
+        cutoff = self._clock() - older_than
+        gone = [i for i, row in self._outbox.items() if row.sent_at and row.sent_at < cutoff]
+        for outbox_id in gone:
+            del self._outbox[outbox_id]
+        return len(gone)
+
+    async def outbox_backlog(self) -> tuple[int, float | None]:
+        """How many rows await a confirm, and the age in seconds of the oldest of them."""
+        unsent = [row.created_at for row in self._outbox.values() if row.sent_at is None]
+        if not unsent:
+            return 0, None
+        return len(unsent), (self._clock() - min(unsent)).total_seconds()
+
+
+def _newest_first(sagas: Iterable[SagaInstance]) -> list[SagaInstance]:
+    ordered = sorted(sagas, key=lambda s: uuid.UUID(s.saga_id))
+    ordered.sort(key=lambda s: s.created_at, reverse=True)  # stable: ties stay in id order
+    return ordered

@@ -1,0 +1,67 @@
+"""Numbered ``.sql`` migrations, applied once per schema under an advisory lock.
+
+Each file in ``store/migrations`` is applied in name order inside one transaction that also
+records it in ``schema_migrations``. The files name tables unqualified; the transaction's
+``search_path`` points them at the target schema, so one set of files serves any schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib.resources import files
+
+import asyncpg
+
+_LOCK_NAMESPACE = b"bus_orchestrator.migrate:"
+
+
+def available() -> list[tuple[str, str]]:
+    """Every migration shipped with the package, as ``(version, sql)`` in order."""
+    folder = files("bus_orchestrator.store").joinpath("migrations")
+    found = sorted(
+        (entry.name.removesuffix(".sql"), entry)
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    )
+    return [(version, entry.read_text(encoding="utf-8")) for version, entry in found]
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lock_key(schema: str) -> int:
+    """A stable signed 64-bit advisory lock key for migrating ``schema``."""
+    digest = hashlib.blake2b(_LOCK_NAMESPACE + schema.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """Bring ``schema`` up to date; return the versions applied by this call, in order.
+
+    Safe to run concurrently from several processes: the advisory lock serialises them, and
+    whoever comes second finds nothing left to do.
+    """
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema))
+        # Created under the lock, since a bare CREATE SCHEMA IF NOT EXISTS can still race; and
+        # only when missing, since CREATE SCHEMA checks the CREATE privilege even when it exists.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
+        await conn.execute("SELECT set_config('search_path', $1, true)", quote_ident(schema))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in available():
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())", version
+            )
+            applied.append(version)
+    return applied

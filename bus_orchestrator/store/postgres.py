@@ -1,0 +1,311 @@
+"""The Postgres adapter of ``SagaStore`` and ``Outbox`` (asyncpg).
+
+The message path costs two round trips: ``load`` is one query and ``commit`` one
+data-modifying statement, atomic on its own in autocommit, with no BEGIN or COMMIT.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+
+from bus_orchestrator.config import Settings
+from bus_orchestrator.core.state import SagaInstance, SagaStatus
+from bus_orchestrator.errors import StoreUnavailableError
+from bus_orchestrator.ports import (
+    ByCorrelation,
+    ByPendingCommand,
+    Change,
+    CommitResult,
+    Committed,
+    Direction,
+    HistoryEntry,
+    Loaded,
+    OutboxMessage,
+    PendingPublish,
+    SagaKey,
+)
+from bus_orchestrator.store.queries import Queries
+
+_INBOX_KEY = "saga_inbox_pkey"
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable; TimeoutError (command_timeout) is an OSError too
+    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08, incl. connection gone
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.QueryCanceledError,  # statement_timeout, or cancelled by an operator
+)
+
+
+class _DriverErrors:
+    """Turns connection-level driver failures into ``StoreUnavailableError``.
+
+    Everything else (constraint violations, bad SQL) passes through untouched: those are
+    the store's own business or bugs, and retrying would not help.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        # asyncpg reports a closed pool or connection as a bare InterfaceError.
+        closed = isinstance(exc, asyncpg.exceptions.InterfaceError) and (
+            "closed" in str(exc) or "closing" in str(exc)
+        )
+        if closed or isinstance(exc, _UNAVAILABLE):
+            raise StoreUnavailableError(f"Postgres unavailable: {exc!r}") from exc
+
+
+_driver_errors = _DriverErrors()
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset that sends nothing.
+
+    asyncpg's default reset (``RESET ALL``, ``UNLISTEN *``, advisory unlock, ...) costs a
+    round trip on every release. The store never leaves session state behind: the search
+    path is a startup parameter, and it uses no ``SET``, ``LISTEN``, session advisory locks,
+    temporary tables or cursors. An open transaction is still rolled back by the pool
+    itself before this is called.
+    """
+    return
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    """A connection pool whose connections all look in ``settings.database_schema``."""
+    with _driver_errors:
+        return await asyncpg.create_pool(
+            settings.database_url,
+            min_size=settings.db_pool_size,
+            max_size=settings.db_pool_size,
+            timeout=settings.db_connect_timeout_seconds,
+            command_timeout=settings.db_command_timeout_seconds,
+            server_settings={"search_path": settings.database_schema},
+            reset=_keep_session,
+        )
+
+
+def _as_uuid(value: str) -> str | None:
+    """The id if it is a UUID, else ``None`` (which matches no row)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return None
+    return value
+
+
+def _instance(state: str) -> SagaInstance:
+    return SagaInstance.model_validate_json(state)
+
+
+def _single(row: asyncpg.Record | None) -> asyncpg.Record:
+    if row is None:  # pragma: no cover - the statements always return one row
+        raise RuntimeError("statement returned no row")
+    return row
+
+
+class PostgresSagaStore:
+    """Saga state, inbox, history and outbox in one Postgres schema."""
+
+    def __init__(self, pool: asyncpg.Pool, outbox_lease: timedelta) -> None:
+        self._pool = pool
+        self._outbox_lease = outbox_lease
+        self._sql = Queries.load()
+
+    # -- the message path --------------------------------------------------------------
+
+    async def load(self, consumer: str, message_id: str, key: SagaKey) -> Loaded:
+        args: tuple[str | None, ...]
+        if isinstance(key, ByCorrelation):
+            query, args = self._sql.load_by_correlation, (key.saga_type, key.correlation_id)
+        elif isinstance(key, ByPendingCommand):
+            query, args = self._sql.load_by_pending_command, (key.command_id,)
+        else:
+            query, args = self._sql.load_by_saga_id, (_as_uuid(key.saga_id),)
+        with _driver_errors:
+            row = _single(await self._pool.fetchrow(query, consumer, message_id, *args))
+        state = row["state"]
+        return Loaded(seen=row["seen"], instance=None if state is None else _instance(state))
+
+    async def commit(self, change: Change) -> Committed:
+        instance = change.instance
+        history_saga_id = change.saga_id
+        saga_args: tuple[object, ...]
+        if instance is None:
+            query, saga_args = self._sql.commit_record_only, ()
+        elif change.expected_version is None:
+            query = self._sql.commit_insert_saga
+            saga_args = (
+                instance.saga_id,
+                instance.saga_type,
+                instance.correlation_id,
+                instance.status.value,
+                instance.version,
+                instance.model_dump_json(),
+                instance.pending_command_id,
+                instance.deadline,
+                instance.created_at,
+                instance.updated_at,
+            )
+        else:
+            query = self._sql.commit_update_saga
+            saga_args = (
+                instance.saga_id,
+                change.expected_version,
+                instance.status.value,
+                instance.version,
+                instance.model_dump_json(),
+                instance.pending_command_id,
+                instance.deadline,
+                instance.updated_at,
+            )
+        if history_saga_id is None and instance is not None:
+            history_saga_id = instance.saga_id
+        args = (
+            change.consumer,
+            change.message_id,
+            history_saga_id,
+            *_history_columns(change.history),
+            self._outbox_lease,
+            *_outbox_columns(change.outbox),
+            *saga_args,
+        )
+        try:
+            with _driver_errors:
+                row = _single(await self._pool.fetchrow(query, *args))
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != _INBOX_KEY:
+                raise
+            return Committed(CommitResult.DUPLICATE)
+        if not row["written"]:
+            return Committed(CommitResult.CONFLICT)
+        pending = zip(row["outbox_ids"], change.outbox, strict=True)
+        return Committed(CommitResult.COMMITTED, tuple(PendingPublish(i, m) for i, m in pending))
+
+    # -- timers and queries --------------------------------------------------------------
+
+    async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:
+        return await self._sagas(self._sql.due_timers, now, limit)
+
+    async def find(self, id_or_correlation: str) -> list[SagaInstance]:
+        return await self._sagas(self._sql.find, _as_uuid(id_or_correlation), id_or_correlation)
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_type: str | None = None,
+        limit: int = 50,
+    ) -> list[SagaInstance]:
+        status_text = None if status is None else status.value
+        return await self._sagas(self._sql.list_sagas, status_text, saga_type, limit)
+
+    async def history(self, saga_id: str) -> list[HistoryEntry]:
+        saga_uuid = _as_uuid(saga_id)
+        if saga_uuid is None:
+            return []
+        with _driver_errors:
+            rows = await self._pool.fetch(self._sql.history, saga_uuid)
+        return [
+            HistoryEntry(
+                direction=Direction(row["direction"]),
+                message_id=row["message_id"],
+                message_type=row["message_type"],
+                correlation_id=row["correlation_id"],
+                causation_id=row["causation_id"],
+                outcome=row["outcome"],
+                note=row["note"],
+                payload=json.loads(row["payload"]),
+                at=row["at"],
+            )
+            for row in rows
+        ]
+
+    async def _sagas(self, query: str, *args: Any) -> list[SagaInstance]:
+        with _driver_errors:
+            rows = await self._pool.fetch(query, *args)
+        return [_instance(row["state"]) for row in rows]
+
+    # -- the outbox ---------------------------------------------------------------------
+
+    async def claim_unsent(self, lease: timedelta, limit: int) -> list[PendingPublish]:
+        with _driver_errors:
+            rows = await self._pool.fetch(self._sql.claim_unsent, lease, limit)
+        rows.sort(key=lambda row: row["id"])  # UPDATE ... RETURNING promises no order
+        return [
+            PendingPublish(
+                outbox_id=row["id"],
+                message=OutboxMessage(
+                    message_id=row["message_id"],
+                    message_type=row["message_type"],
+                    exchange=row["exchange"],
+                    routing_key=row["routing_key"],
+                    body=row["body"],
+                    content_type=row["content_type"],
+                    headers=json.loads(row["headers"]),
+                    correlation_id=row["correlation_id"],
+                ),
+            )
+            for row in rows
+        ]
+
+    async def mark_sent(self, outbox_ids: Sequence[int]) -> None:
+        if not outbox_ids:
+            return
+        with _driver_errors:
+            await self._pool.execute(self._sql.mark_sent, list(outbox_ids))
+
+    async def purge_sent(self, older_than: timedelta) -> int:
+        """Delete rows confirmed longer than ``older_than`` ago; return how many."""
+        with _driver_errors:
+            deleted: int = await self._pool.fetchval(self._sql.purge_sent, older_than)
+        return deleted
+
+    async def outbox_backlog(self) -> tuple[int, float | None]:
+        """How many rows await a confirm, and the age in seconds of the oldest of them."""
+        with _driver_errors:
+            row = _single(await self._pool.fetchrow(self._sql.outbox_backlog))
+        return row["unsent"], row["oldest_age"]
+
+
+def _history_columns(entries: Sequence[HistoryEntry]) -> tuple[list[Any], ...]:
+    return (
+        [e.at for e in entries],
+        [e.direction.value for e in entries],
+        [e.message_id for e in entries],
+        [e.message_type for e in entries],
+        [e.correlation_id for e in entries],
+        [e.causation_id for e in entries],
+        [e.outcome for e in entries],
+        [e.note for e in entries],
+        [json.dumps(e.payload) for e in entries],
+    )
+
+
+def _outbox_columns(messages: Sequence[OutboxMessage]) -> tuple[list[Any], ...]:
+    return (
+        [m.message_id for m in messages],
+        [m.message_type for m in messages],
+        [m.exchange for m in messages],
+        [m.routing_key for m in messages],
+        [m.content_type for m in messages],
+        [m.correlation_id for m in messages],
+        [json.dumps(dict(m.headers)) for m in messages],
+        [m.body for m in messages],
+    )

@@ -1,0 +1,39 @@
+"""The named SQL of the Postgres store, one statement per file in ``store/sql``.
+
+Query texts are fixed (never assembled at run time) so asyncpg's per-connection prepared
+statement cache serves every call after the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from importlib.resources import files
+
+
+@dataclass(frozen=True, slots=True)
+class Queries:
+    """Every statement the store runs; each field is named after its ``.sql`` file."""
+
+    load_by_correlation: str
+    load_by_pending_command: str
+    load_by_saga_id: str
+    commit_insert_saga: str
+    commit_update_saga: str
+    commit_record_only: str
+    due_timers: str
+    find: str
+    list_sagas: str
+    history: str
+    claim_unsent: str
+    mark_sent: str
+    purge_sent: str
+    outbox_backlog: str
+
+    @classmethod
+    def load(cls) -> Queries:
+        folder = files("bus_orchestrator.store").joinpath("sql")
+        texts = {
+            field.name: folder.joinpath(f"{field.name}.sql").read_text(encoding="utf-8")
+            for field in fields(cls)
+        }
+        return cls(**texts)
