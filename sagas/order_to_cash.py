@@ -57,6 +57,11 @@ def _cancel(data: OrderData, event: OrderCancelled) -> Compensate:
     return Compensate(f"order cancelled: {event.reason or 'no reason given'}")
 
 
+FORWARD_ATTEMPTS = 2
+"""A command whose reply is late is sent once more (same id: adapters deduplicate it)
+before the step counts as timed out; that recovers a command lost on the way."""
+
+
 def build(
     step_timeout: timedelta = timedelta(seconds=30),
 ) -> SagaDefinition[OrderData, OrderPlaced]:
@@ -79,6 +84,7 @@ def build(
                 ),
                 compensated_on=(StockReleased,),
                 timeout=step_timeout,
+                max_attempts=FORWARD_ATTEMPTS,
             ),
             Step(
                 name="charge_payment",
@@ -99,6 +105,7 @@ def build(
                 ),
                 compensated_on=(PaymentRefunded,),
                 timeout=step_timeout,
+                max_attempts=FORWARD_ATTEMPTS,
             ),
             Step(
                 name="create_shipment",
@@ -111,6 +118,7 @@ def build(
                 fails_on=(ShipmentRejected,),
                 on_reply=_remember,
                 timeout=step_timeout,
+                max_attempts=FORWARD_ATTEMPTS,
             ),
         ),
         reactions=(Reaction(OrderCancelled, correlate=lambda e: e.order_id, react=_cancel),),

@@ -278,10 +278,14 @@ def test_cancel_when_the_step_in_flight_fails_undoes_only_earlier_steps() -> Non
     assert run.state.status is SagaStatus.COMPENSATED
 
 
-def test_step_timeout_compensates_the_uncertain_step_as_well() -> None:
+def test_step_timeout_resends_then_compensates_the_uncertain_step_as_well() -> None:
     run = Run()
     run.event(placed())
     run.reply(RESERVED)
+    charge = run.state.pending_command_id
+    resent = run.timeout()
+    assert [o.message_id for o in resent.send] == [charge]
+    assert run.state.steps[1].attempts == 2
     decision = run.timeout()
     assert [o.payload.message_type for o in decision.send] == ["payments.refund_payment.v1"]
     assert run.step_statuses()[1] == ("charge_payment", StepStatus.COMPENSATING)
