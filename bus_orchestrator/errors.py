@@ -70,6 +70,10 @@ class SagaNotFoundError(BusOrchestratorError):
     """No saga matches the given id or correlation id."""
 
 
+class SchemaNotMigratedError(BusOrchestratorError):
+    """The database schema lacks migrations this version needs."""
+
+
 class AdapterError(BusOrchestratorError):
     """Raised by an adapter's command handler."""
 

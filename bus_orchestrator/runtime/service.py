@@ -19,6 +19,7 @@ from bus_orchestrator.ports import Clock
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop
+from bus_orchestrator.store.migrate import require_migrated
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from bus_orchestrator.transport.consumer import QueueConsumer
 from bus_orchestrator.transport.publisher import AmqpPublisher, DeadLetterer
@@ -68,6 +69,7 @@ class CoordinatorService:
         settings = self.settings
         if self._pool is None:
             self._pool = await create_pool(settings)
+        await require_migrated(self._pool, settings.database_schema)
         lease = timedelta(seconds=settings.outbox_lease_seconds)
         self.store = PostgresSagaStore(self._pool, lease)
         self._connection = await connect_broker(settings.amqp_url)

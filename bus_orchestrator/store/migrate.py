@@ -12,6 +12,9 @@ from importlib.resources import files
 
 import asyncpg
 
+from bus_orchestrator.errors import SchemaNotMigratedError
+from bus_orchestrator.store.driver_errors import postgres_errors
+
 _LOCK_NAMESPACE = b"bus_orchestrator.migrate:"
 
 
@@ -65,3 +68,26 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
             )
             applied.append(version)
     return applied
+
+
+async def require_migrated(pool: asyncpg.Pool, schema: str) -> None:
+    """Refuse to run on a schema that lacks migrations this code needs.
+
+    Without this, a coordinator started before ``migrate`` would dead-letter every message
+    for a missing table; better to stop at once and say what to do.
+    """
+    with postgres_errors:
+        async with pool.acquire() as conn:
+            table = await conn.fetchval(
+                "SELECT to_regclass(format('%I.schema_migrations', $1::text))", schema
+            )
+            done = (
+                {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                if table is not None
+                else set()
+            )
+    missing = [version for version, _ in available() if version not in done]
+    if missing:
+        raise SchemaNotMigratedError(
+            f"schema {schema!r} lacks migrations {missing}: run 'bus-orchestrator migrate'"
+        )

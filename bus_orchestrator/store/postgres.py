@@ -10,14 +10,12 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 import asyncpg
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
-from bus_orchestrator.errors import StoreUnavailableError
 from bus_orchestrator.ports import (
     ByCorrelation,
     ByPendingCommand,
@@ -31,48 +29,10 @@ from bus_orchestrator.ports import (
     PendingPublish,
     SagaKey,
 )
+from bus_orchestrator.store.driver_errors import postgres_errors
 from bus_orchestrator.store.queries import Queries
 
 _INBOX_KEY = "saga_inbox_pkey"
-
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, unreachable; TimeoutError (command_timeout) is an OSError too
-    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08, incl. connection gone
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.QueryCanceledError,  # statement_timeout, or cancelled by an operator
-)
-
-
-class _DriverErrors:
-    """Turns connection-level driver failures into ``StoreUnavailableError``.
-
-    Everything else (constraint violations, bad SQL) passes through untouched: those are
-    the store's own business or bugs, and retrying would not help.
-    """
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            return
-        # asyncpg reports a closed pool or connection as a bare InterfaceError.
-        closed = isinstance(exc, asyncpg.exceptions.InterfaceError) and (
-            "closed" in str(exc) or "closing" in str(exc)
-        )
-        if closed or isinstance(exc, _UNAVAILABLE):
-            raise StoreUnavailableError(f"Postgres unavailable: {exc!r}") from exc
-
-
-_driver_errors = _DriverErrors()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -89,7 +49,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     """A connection pool whose connections all look in ``settings.database_schema``."""
-    with _driver_errors:
+    with postgres_errors:
         return await asyncpg.create_pool(
             settings.database_url,
             min_size=settings.db_pool_size,
@@ -138,7 +98,7 @@ class PostgresSagaStore:
             query, args = self._sql.load_by_pending_command, (key.command_id,)
         else:
             query, args = self._sql.load_by_saga_id, (_as_uuid(key.saga_id),)
-        with _driver_errors:
+        with postgres_errors:
             row = _single(await self._pool.fetchrow(query, consumer, message_id, *args))
         state = row["state"]
         return Loaded(seen=row["seen"], instance=None if state is None else _instance(state))
@@ -187,7 +147,7 @@ class PostgresSagaStore:
             *saga_args,
         )
         try:
-            with _driver_errors:
+            with postgres_errors:
                 row = _single(await self._pool.fetchrow(query, *args))
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != _INBOX_KEY:
@@ -220,7 +180,7 @@ class PostgresSagaStore:
         saga_uuid = _as_uuid(saga_id)
         if saga_uuid is None:
             return []
-        with _driver_errors:
+        with postgres_errors:
             rows = await self._pool.fetch(self._sql.history, saga_uuid)
         return [
             HistoryEntry(
@@ -238,14 +198,14 @@ class PostgresSagaStore:
         ]
 
     async def _sagas(self, query: str, *args: Any) -> list[SagaInstance]:
-        with _driver_errors:
+        with postgres_errors:
             rows = await self._pool.fetch(query, *args)
         return [_instance(row["state"]) for row in rows]
 
     # -- the outbox ---------------------------------------------------------------------
 
     async def claim_unsent(self, lease: timedelta, limit: int) -> list[PendingPublish]:
-        with _driver_errors:
+        with postgres_errors:
             rows = await self._pool.fetch(self._sql.claim_unsent, lease, limit)
         rows.sort(key=lambda row: row["id"])  # UPDATE ... RETURNING promises no order
         return [
@@ -268,18 +228,18 @@ class PostgresSagaStore:
     async def mark_sent(self, outbox_ids: Sequence[int]) -> None:
         if not outbox_ids:
             return
-        with _driver_errors:
+        with postgres_errors:
             await self._pool.execute(self._sql.mark_sent, list(outbox_ids))
 
     async def purge_sent(self, older_than: timedelta) -> int:
         """Delete rows confirmed longer than ``older_than`` ago; return how many."""
-        with _driver_errors:
+        with postgres_errors:
             deleted: int = await self._pool.fetchval(self._sql.purge_sent, older_than)
         return deleted
 
     async def outbox_backlog(self) -> tuple[int, float | None]:
         """How many rows await a confirm, and the age in seconds of the oldest of them."""
-        with _driver_errors:
+        with postgres_errors:
             row = _single(await self._pool.fetchrow(self._sql.outbox_backlog))
         return row["unsent"], row["oldest_age"]
 

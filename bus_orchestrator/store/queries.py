@@ -32,8 +32,15 @@ class Queries:
     @classmethod
     def load(cls) -> Queries:
         folder = files("bus_orchestrator.store").joinpath("sql")
+
+        def read(name: str) -> str:
+            return folder.joinpath(f"{name}.sql").read_text(encoding="utf-8")
+
+        # Each commit statement is its own saga write plus the shared inbox/history/outbox
+        # tail; joined once here, so the texts asyncpg prepares are still fixed.
+        tail = read("commit_tail")
         texts = {
-            field.name: folder.joinpath(f"{field.name}.sql").read_text(encoding="utf-8")
+            field.name: read(field.name) + (tail if field.name.startswith("commit_") else "")
             for field in fields(cls)
         }
         return cls(**texts)

@@ -9,18 +9,16 @@ from datetime import timedelta
 import asyncpg
 
 from bus_orchestrator.config import Settings
-from bus_orchestrator.errors import StoreUnavailableError
+from bus_orchestrator.store.driver_errors import postgres_errors
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 
 
 async def connect_once(settings: Settings) -> asyncpg.Connection:
     """One connection to the configured database (not yet to the schema, which may not exist)."""
-    try:
+    with postgres_errors:
         return await asyncpg.connect(
             settings.database_url, timeout=settings.db_connect_timeout_seconds
         )
-    except (OSError, asyncpg.exceptions.PostgresConnectionError) as exc:
-        raise StoreUnavailableError(f"Postgres unavailable: {exc!r}") from exc
 
 
 @asynccontextmanager

@@ -259,3 +259,12 @@ async def test_unreachable_services_are_named_with_how_to_start_them(
     assert code == 2
     assert f"{service} is not reachable" in err and hint in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "adapters"])
+async def test_an_unmigrated_schema_is_refused_at_start(
+    settings: Settings, db_schema: str, command: str
+) -> None:
+    code, _, err = await cli(settings, command)
+    assert code == 2
+    assert "lacks migrations" in err and "bus-orchestrator migrate" in err

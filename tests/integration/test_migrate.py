@@ -92,3 +92,22 @@ async def test_concurrent_runs_both_succeed(
     assert TABLES <= set(tables)
     assert len(tables) == len(set(tables))  # each table exactly once
     assert recorded == VERSIONS
+
+
+async def test_require_migrated_names_what_is_missing(settings, db_schema) -> None:
+    from bus_orchestrator.errors import SchemaNotMigratedError
+    from bus_orchestrator.store.migrate import require_migrated
+    from bus_orchestrator.store.postgres import create_pool
+
+    pool = await create_pool(settings.model_copy(update={"db_pool_size": 1}))
+    try:
+        with pytest.raises(SchemaNotMigratedError, match="0001_initial"):
+            await require_migrated(pool, db_schema)
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await migrate(conn, db_schema)
+        finally:
+            await conn.close()
+        await require_migrated(pool, db_schema)
+    finally:
+        await pool.close()

@@ -1,43 +1,5 @@
--- commit, no saga change: records the message in the inbox, history and outbox.
--- Parameters shared by the three commit statements:
---   $1 consumer, $2 message id, $3 saga id of the history rows (may be NULL),
---   $4..$12 history columns as arrays: at, direction, message_id, message_type,
---           correlation_id, causation_id, outcome, note, payload (JSON text),
---   $13 outbox lease,
---   $14..$21 outbox columns as arrays: message_id, message_type, exchange, routing_key,
---            content_type, correlation_id, headers (JSON text), body.
--- The inbox insert has no ON CONFLICT on purpose: a message seen before raises
--- unique_violation on saga_inbox_pkey and the whole statement is undone (DUPLICATE).
-WITH inbox_row AS (
-    INSERT INTO saga_inbox (consumer, message_id)
-    VALUES ($1::text, $2::text)
-    RETURNING 1
+-- commit, no saga change: records the message in the inbox and history (and outbox).
+-- The head only makes saga_row non-empty. Followed by commit_tail.sql, which takes $1..$21.
+WITH saga_row AS (
+    SELECT 1
 ),
-history_rows AS (
-    INSERT INTO saga_history (saga_id, at, direction, message_id, message_type,
-                              correlation_id, causation_id, outcome, note, payload)
-    SELECT $3::uuid, h.at, h.direction, h.message_id, h.message_type,
-           h.correlation_id, h.causation_id, h.outcome, h.note, h.payload::jsonb
-    FROM inbox_row,
-         unnest($4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
-                $9::text[], $10::text[], $11::text[], $12::text[])
-             WITH ORDINALITY AS h(at, direction, message_id, message_type, correlation_id,
-                                  causation_id, outcome, note, payload, ord)
-    ORDER BY h.ord
-),
-outbox_rows AS (
-    -- Rows are fed in input order, so their serial ids ascend in input order too.
-    INSERT INTO outbox (message_id, message_type, exchange, routing_key, content_type,
-                        correlation_id, headers, body, claimed_until)
-    SELECT o.message_id, o.message_type, o.exchange, o.routing_key, o.content_type,
-           o.correlation_id, o.headers::jsonb, o.body, now() + $13::interval
-    FROM inbox_row,
-         unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                $19::text[], $20::text[], $21::bytea[])
-             WITH ORDINALITY AS o(message_id, message_type, exchange, routing_key,
-                                  content_type, correlation_id, headers, body, ord)
-    ORDER BY o.ord
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM inbox_row) AS written,
-       ARRAY(SELECT id FROM outbox_rows ORDER BY id) AS outbox_ids

@@ -2,15 +2,7 @@
 -- from and, only then, writes the inbox, history and outbox rows. written = 0 means CONFLICT.
 -- Saga parameters: $22 saga_id, $23 expected (old) version, $24 status, $25 new version,
 --   $26 state (JSON text), $27 pending_command_id, $28 deadline, $29 updated_at.
--- Parameters shared by the three commit statements:
---   $1 consumer, $2 message id, $3 saga id of the history rows (may be NULL),
---   $4..$12 history columns as arrays: at, direction, message_id, message_type,
---           correlation_id, causation_id, outcome, note, payload (JSON text),
---   $13 outbox lease,
---   $14..$21 outbox columns as arrays: message_id, message_type, exchange, routing_key,
---            content_type, correlation_id, headers (JSON text), body.
--- The inbox insert has no ON CONFLICT on purpose: a message seen before raises
--- unique_violation on saga_inbox_pkey and the whole statement is undone (DUPLICATE).
+-- Followed by commit_tail.sql, which takes $1..$21.
 WITH saga_row AS (
     UPDATE saga
     SET status = $24, version = $25, state = $26::jsonb, pending_command_id = $27,
@@ -18,36 +10,3 @@ WITH saga_row AS (
     WHERE saga_id = $22::uuid AND version = $23
     RETURNING saga_id
 ),
-inbox_row AS (
-    INSERT INTO saga_inbox (consumer, message_id)
-    SELECT $1::text, $2::text FROM saga_row
-    RETURNING 1
-),
-history_rows AS (
-    INSERT INTO saga_history (saga_id, at, direction, message_id, message_type,
-                              correlation_id, causation_id, outcome, note, payload)
-    SELECT $3::uuid, h.at, h.direction, h.message_id, h.message_type,
-           h.correlation_id, h.causation_id, h.outcome, h.note, h.payload::jsonb
-    FROM inbox_row,
-         unnest($4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
-                $9::text[], $10::text[], $11::text[], $12::text[])
-             WITH ORDINALITY AS h(at, direction, message_id, message_type, correlation_id,
-                                  causation_id, outcome, note, payload, ord)
-    ORDER BY h.ord
-),
-outbox_rows AS (
-    -- Rows are fed in input order, so their serial ids ascend in input order too.
-    INSERT INTO outbox (message_id, message_type, exchange, routing_key, content_type,
-                        correlation_id, headers, body, claimed_until)
-    SELECT o.message_id, o.message_type, o.exchange, o.routing_key, o.content_type,
-           o.correlation_id, o.headers::jsonb, o.body, now() + $13::interval
-    FROM inbox_row,
-         unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                $19::text[], $20::text[], $21::bytea[])
-             WITH ORDINALITY AS o(message_id, message_type, exchange, routing_key,
-                                  content_type, correlation_id, headers, body, ord)
-    ORDER BY o.ord
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM saga_row) AS written,
-       ARRAY(SELECT id FROM outbox_rows ORDER BY id) AS outbox_ids

@@ -1,0 +1,156 @@
+"""Declaring an adapter: the command types it handles, and the function for each.
+
+An adapter is the engine's edge to one external system (a legacy service, a SaaS API). It
+turns each command into a call on that system and the call's result into a reply::
+
+    inventory = Adapter("inventory", REGISTRY)
+
+    @inventory.handles(ReserveStock)
+    async def reserve(command: ReserveStock, ctx: CommandContext) -> StockReserved:
+        result = await client.reserve(command.items, idempotency_key=ctx.idempotency_key)
+        return StockReserved(order_id=command.order_id, reservation_id=result.id)
+
+A handler raises ``TransientAdapterError`` when the system may succeed later (the call is
+retried under the adapter's ``RetryPolicy``) and ``PermanentAdapterError`` when it will not
+(the command is dead-lettered). A business refusal is not an error: it is a reply
+(``StockUnavailable``). Running an adapter (dedup, retries, publishing) is done by
+``CommandProcessor``; the declaration here does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from bus_orchestrator.core.messages import Command, ContractRegistry, MessageKind, Reply
+from bus_orchestrator.errors import DefinitionError
+
+C = TypeVar("C", bound=Command)
+R = TypeVar("R", bound=Reply)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """What a handler knows about the delivery besides the command itself."""
+
+    adapter: str
+    command_id: str
+    command_type: str
+    correlation_id: str | None
+    causation_id: str | None
+    received_at: datetime
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key to hand to the external system so a repeated call has no new effect.
+
+        It is the command's id, which stays the same when the coordinator resends the
+        command and when the broker redelivers it.
+        """
+        return self.command_id
+
+
+CommandHandler = Callable[[C, CommandContext], Awaitable[R]]
+"""``async def handler(command: SomeCommand, ctx: CommandContext) -> SomeReply``."""
+
+# The erased form the adapter stores; the result is checked at run time, since a handler
+# written without type checking may return anything.
+_AnyHandler = Callable[[Command, CommandContext], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a handler's ``TransientAdapterError`` is retried before giving the message back.
+
+    Waits grow exponentially from ``initial_backoff`` up to ``max_backoff``, each with up
+    to ``jitter`` seconds of random extra. Retrying stops after ``attempts`` calls, or
+    before a wait would take the whole beyond ``max_total`` seconds; the command is then
+    requeued, and the broker's delivery limit and the saga's step timeout take over.
+    """
+
+    attempts: int = 5
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+    jitter: float = 0.2
+    max_total: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if min(self.initial_backoff, self.max_backoff, self.jitter, self.max_total) < 0:
+            raise ValueError("backoffs, jitter and max_total must not be negative")
+
+
+class Adapter:
+    """A named set of command handlers, one per command type.
+
+    ``registry`` must know every command type handled (it is what incoming messages are
+    decoded with). ``source`` is the CloudEvents source of this adapter's replies.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        registry: ContractRegistry,
+        *,
+        retry: RetryPolicy | None = None,
+        source: str | None = None,
+    ) -> None:
+        if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+            raise DefinitionError(f"adapter name {name!r} must be letters, digits, '_' or '-'")
+        self.name = name
+        self.registry = registry
+        self.retry = retry or RetryPolicy()
+        self.source = source or f"urn:bus-orchestrator:adapter:{name}"
+        self._handlers: dict[str, _AnyHandler] = {}
+
+    def handles(self, model: type[C]) -> Callable[[CommandHandler[C, R]], CommandHandler[C, R]]:
+        """Decorator registering the handler of ``model``; returns the handler unchanged."""
+
+        def decorate(handler: CommandHandler[C, R]) -> CommandHandler[C, R]:
+            self.register(model, handler)
+            return handler
+
+        return decorate
+
+    def register(self, model: type[C], handler: CommandHandler[C, R]) -> None:
+        """Register ``handler`` for the commands of ``model`` (the non-decorator form)."""
+        message_type = model.message_type
+        contract = self.registry.get(message_type)
+        if contract is None or contract.model is not model:
+            raise DefinitionError(f"{message_type!r} is not in the adapter's contract registry")
+        if contract.kind is not MessageKind.COMMAND:
+            raise DefinitionError(f"{message_type!r} is not a command")
+        if message_type in self._handlers:
+            raise DefinitionError(f"adapter {self.name!r} handles {message_type!r} twice")
+
+        async def call(command: Command, ctx: CommandContext) -> object:
+            if not isinstance(command, model):
+                raise TypeError(f"expected {model.__name__}, got {type(command).__name__}")
+            return await handler(command, ctx)
+
+        self._handlers[message_type] = call
+
+    @property
+    def command_types(self) -> tuple[str, ...]:
+        """The command types this adapter handles, sorted."""
+        return tuple(sorted(self._handlers))
+
+    def handles_type(self, command_type: str) -> bool:
+        """Whether a handler is registered for ``command_type``."""
+        return command_type in self._handlers
+
+    async def call(self, command: Command, ctx: CommandContext) -> Reply:
+        """Run the handler of ``command`` once: no retries, no deduplication, no I/O of ours.
+
+        Raises ``KeyError`` for a command type this adapter does not handle, and
+        ``TypeError`` when the handler returns something that is not a ``Reply``.
+        """
+        result = await self._handlers[command.message_type](command, ctx)
+        if not isinstance(result, Reply):
+            raise TypeError(
+                f"handler of {command.message_type} returned {type(result).__name__}, not a Reply"
+            )
+        return result

@@ -1,0 +1,193 @@
+"""Running an adapter: one command delivery in, one confirmed reply out, exactly one effect.
+
+For each delivery ``CommandProcessor.handle``:
+
+1. decodes the CloudEvent (bad input is dead-lettered with the codec's reason);
+2. looks the command id up in the command log; if it is there, re-publishes the stored
+   reply (same id, same bytes) and acknowledges, without calling the handler;
+3. otherwise calls the handler, retrying ``TransientAdapterError`` under the adapter's
+   ``RetryPolicy``;
+4. records the encoded reply, first writer wins (a concurrent delivery of the same command
+   that recorded first has its reply published instead);
+5. publishes the reply with a broker confirm, and only then acknowledges.
+
+A crash between any two steps is safe: the broker redelivers, and either the log answers
+(after 4) or the handler runs again with the same idempotency key (before 4). Two copies of
+one command handled at once may both reach the handler (hence the idempotency key), but
+only one reply is recorded, and both copies publish that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from bus_orchestrator.adapters.adapter import Adapter, CommandContext
+from bus_orchestrator.adapters.command_log import CommandLog, CommandRecord
+from bus_orchestrator.core.decide import Inbound
+from bus_orchestrator.core.messages import Command, Reply
+from bus_orchestrator.core.state import ID_NAMESPACE
+from bus_orchestrator.errors import (
+    BusOrchestratorError,
+    DeadLetterReason,
+    InvalidMessageError,
+    PermanentAdapterError,
+    TransientAdapterError,
+)
+from bus_orchestrator.ports import Clock, Publisher
+from bus_orchestrator.transport.codec import RawMessage, decode, encode
+from bus_orchestrator.transport.consumer import DeadLetter, Verdict
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def reply_id_for(command_id: str) -> str:
+    """The id of the reply to a command: derived, so every answer to it has the same id."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"reply:{command_id}"))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CommandProcessor:
+    """An ``Adapter`` bound to its command log and publisher; ``handle`` is the consumer's.
+
+    ``store_backoff`` is how long to hold a delivery before requeueing it when the log or
+    the broker is unavailable, so an outage does not spin through redeliveries. ``sleep``
+    serves those waits and the retry waits (tests pass a recorder).
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        command_log: CommandLog,
+        publisher: Publisher,
+        *,
+        replies_exchange: str,
+        max_message_bytes: int,
+        clock: Clock = _utc_now,
+        store_backoff: float = 1.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.adapter = adapter
+        self._log = command_log
+        self._publisher = publisher
+        self._replies = replies_exchange
+        self._max_bytes = max_message_bytes
+        self._clock = clock
+        self._store_backoff = store_backoff
+        self._sleep = sleep
+
+    async def handle(self, raw: RawMessage) -> Verdict | DeadLetter:
+        """Process one delivery; the verdict says how the consumer settles it."""
+        try:
+            inbound = decode(raw, self.adapter.registry, self._max_bytes)
+        except InvalidMessageError as exc:
+            return DeadLetter(exc.reason, exc.detail)
+        command = inbound.payload
+        if not isinstance(command, Command) or not self.adapter.handles_type(command.message_type):
+            return DeadLetter(
+                DeadLetterReason.UNKNOWN_TYPE,
+                f"adapter {self.adapter.name!r} has no handler for {inbound.message_type!r}",
+            )
+        try:
+            return await self._process(inbound, command)
+        except BusOrchestratorError as exc:
+            if not exc.retryable:
+                raise
+            log.warning(
+                "adapter %s: requeueing command %s: %s", self.adapter.name, inbound.message_id, exc
+            )
+            await self._sleep(self._store_backoff)
+            return Verdict.REQUEUE
+
+    async def _process(self, inbound: Inbound, command: Command) -> Verdict | DeadLetter:
+        name = self.adapter.name
+        stored = await self._log.find(name, inbound.message_id)
+        if stored is not None:
+            log.info("adapter %s: command %s seen before; replying again", name, inbound.message_id)
+            await self._publisher.publish(stored)
+            return Verdict.ACK
+        ctx = CommandContext(
+            adapter=name,
+            command_id=inbound.message_id,
+            command_type=command.message_type,
+            correlation_id=inbound.correlation_id,
+            causation_id=inbound.causation_id,
+            received_at=self._clock(),
+        )
+        outcome = await self._call(command, ctx)
+        if not isinstance(outcome, Reply):
+            return outcome
+        reply = encode(
+            message_id=reply_id_for(ctx.command_id),
+            payload=outcome,
+            exchange=self._replies,
+            source=self.adapter.source,
+            time=self._clock(),
+            correlation_id=ctx.correlation_id,
+            causation_id=ctx.command_id,
+        )
+        recorded = await self._log.record(
+            CommandRecord(name, ctx.command_id, ctx.command_type, ctx.correlation_id, reply)
+        )
+        if not recorded.inserted:
+            log.info("adapter %s: command %s was recorded concurrently", name, ctx.command_id)
+        await self._publisher.publish(recorded.reply)
+        return Verdict.ACK
+
+    async def _call(self, command: Command, ctx: CommandContext) -> Reply | Verdict | DeadLetter:
+        policy = self.adapter.retry
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientAdapterError),
+            stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.max_total),
+            wait=wait_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
+            + wait_random(0, policy.jitter),
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            return await retrying(self.adapter.call, command, ctx)
+        except TransientAdapterError as exc:
+            log.warning(
+                "adapter %s: %s still failing after retries; requeueing: %s",
+                ctx.adapter,
+                ctx.command_id,
+                exc,
+            )
+            return Verdict.REQUEUE
+        except Exception as exc:  # PermanentAdapterError, or a bug in the handler
+            log.warning(
+                "adapter %s: handler failed on %s: %r",
+                ctx.adapter,
+                ctx.command_id,
+                exc,
+                exc_info=not isinstance(exc, PermanentAdapterError),
+            )
+            return DeadLetter(DeadLetterReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.info(
+            "adapter %s: attempt %d failed (%s); retrying",
+            self.adapter.name,
+            state.attempt_number,
+            error,
+        )

@@ -1,0 +1,283 @@
+"""The ``bus-orchestrator`` command: the composition root.
+
+Settings are built here, once, and every piece is wired from them. Typer has no async
+commands, so each command runs its coroutine with ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from bus_orchestrator.config import Settings
+from bus_orchestrator.core.state import SagaStatus
+from bus_orchestrator.errors import (
+    BrokerUnavailableError,
+    SchemaNotMigratedError,
+    StoreUnavailableError,
+)
+from bus_orchestrator.views import history_view, saga_view
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Saga orchestration over RabbitMQ, with saga state in Postgres.")
+sagas_app = typer.Typer(help="Query saga state.")
+app.add_typer(sagas_app, name="sagas")
+console = Console()
+errors = Console(stderr=True)
+
+START_HINTS = {
+    "RabbitMQ": "rabbitmq-server -detached",
+    "Postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+}
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(coro: Awaitable[T]) -> T:
+    """Run a command's coroutine; an unreachable service is a clear message, not a trace."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except StoreUnavailableError as exc:
+        _unreachable("Postgres", Settings().database_url, exc)
+    except BrokerUnavailableError as exc:
+        _unreachable("RabbitMQ", Settings().amqp_url, exc)
+    except (ConnectionError, OSError) as exc:
+        _unreachable("RabbitMQ", Settings().amqp_url, exc)
+    except SchemaNotMigratedError as exc:
+        errors.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(2) from exc
+
+
+def _unreachable(service: str, url: str, exc: Exception) -> NoReturn:
+    safe_url = url.split("@")[-1]
+    errors.print(f"[bold red]{service} is not reachable[/] at {safe_url}: {exc}")
+    errors.print(
+        f"Start it with:  [bold]{START_HINTS[service]}[/]  "
+        f"(or point {'BUS_AMQP_URL' if service == 'RabbitMQ' else 'BUS_DATABASE_URL'} at one)"
+    )
+    raise typer.Exit(2)
+
+
+async def _until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await work(stop)
+
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (idempotent; safe to run concurrently)."""
+    from bus_orchestrator.store.session import connect_once
+
+    settings = _settings()
+
+    async def main() -> list[str]:
+        from bus_orchestrator.store.migrate import migrate as apply
+
+        conn = await connect_once(settings)
+        try:
+            return await apply(conn, settings.database_schema)
+        finally:
+            await conn.close()
+
+    applied = _run(main())
+    console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@app.command()
+def run(log_level: LogLevel = "info") -> None:
+    """Run the coordinator and its outbox relay for the sagas in ``sagas/``."""
+    from bus_orchestrator.runtime.service import run_coordinator
+    from contracts import REGISTRY
+    from sagas import all_sagas
+
+    _configure_logging(log_level)
+    settings = _settings()
+    definitions = all_sagas(timedelta(seconds=settings.step_timeout_seconds))
+    _run(_until_signalled(lambda stop: run_coordinator(settings, definitions, REGISTRY, stop)))
+
+
+@app.command()
+def adapters(log_level: LogLevel = "info") -> None:
+    """Run the example adapters (inventory, payments, shipping)."""
+    from adapters import example_adapters
+    from bus_orchestrator.adapters.runner import run_adapters
+
+    _configure_logging(log_level)
+    settings = _settings()
+    _run(_until_signalled(lambda stop: run_adapters(settings, example_adapters(), stop)))
+
+
+@app.command()
+def publish(
+    message_type: Annotated[
+        str, typer.Argument(metavar="TYPE", help="e.g. orders.order_placed.v1")
+    ],
+    data: Annotated[str, typer.Option("--data", help="the event's data, as JSON")],
+    correlation_id: Annotated[str | None, typer.Option("--correlation-id")] = None,
+    message_id: Annotated[str | None, typer.Option("--id", help="default: a new UUID")] = None,
+    source: Annotated[str, typer.Option("--source")] = "urn:bus-orchestrator:cli",
+) -> None:
+    """Publish a business event to ``bus.events`` (validated against its contract first)."""
+    from bus_orchestrator.core.messages import MessageKind
+    from bus_orchestrator.runtime.publishing import publish_once
+    from contracts import REGISTRY
+
+    contract = REGISTRY.get(message_type)
+    if contract is None:
+        errors.print(f"[red]unknown message type[/] {message_type!r}; known events:")
+        for known in REGISTRY:
+            if known.kind is MessageKind.EVENT:
+                errors.print(f"  {known.message_type}")
+        raise typer.Exit(1)
+    try:
+        payload = contract.model.model_validate(json.loads(data))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        errors.print(f"[red]invalid data for {message_type}:[/] {exc}")
+        raise typer.Exit(1) from exc
+    settings = _settings()
+    message_id = message_id or str(uuid.uuid4())
+    _run(publish_once(settings, payload, message_id, source, correlation_id))
+    console.print(message_id)
+
+
+@sagas_app.command("show")
+def sagas_show(
+    saga: Annotated[str, typer.Argument(metavar="ID", help="saga id or correlation id")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    history: Annotated[bool, typer.Option("--history", help="include the audit log")] = False,
+) -> None:
+    """Show one saga: its status and steps (and, with --history, every message in and out)."""
+    from bus_orchestrator.store.session import open_store
+
+    settings = _settings()
+
+    async def main() -> list[dict[str, Any]]:
+        async with open_store(settings) as store:
+            views = []
+            for instance in await store.find(saga):
+                view = saga_view(instance)
+                if history:
+                    view["history"] = [
+                        history_view(h) for h in await store.history(instance.saga_id)
+                    ]
+                views.append(view)
+            return views
+
+    views = _run(main())
+    if not views:
+        errors.print(f"no saga with id or correlation id {saga!r}")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(views[0] if len(views) == 1 else views, indent=2))
+        return
+    for view in views:
+        _print_saga(view)
+
+
+@sagas_app.command("list")
+def sagas_list(
+    status: Annotated[SagaStatus | None, typer.Option("--status")] = None,
+    saga_type: Annotated[str | None, typer.Option("--type")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List sagas, newest first."""
+    from bus_orchestrator.store.session import open_store
+
+    settings = _settings()
+
+    async def main() -> list[dict[str, Any]]:
+        async with open_store(settings) as store:
+            found = await store.list_sagas(status=status, saga_type=saga_type, limit=limit)
+            return [saga_view(i) for i in found]
+
+    views = _run(main())
+    if as_json:
+        print(json.dumps(views, indent=2))
+        return
+    table = Table("saga id", "type", "correlation id", "status", "updated", "failure")
+    for view in views:
+        table.add_row(
+            view["saga_id"],
+            view["saga_type"],
+            view["correlation_id"],
+            view["status"],
+            view["updated_at"],
+            view["failure"] or "",
+        )
+    console.print(table)
+
+
+def _print_saga(view: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{view['saga_type']}[/] {view['correlation_id']}  id {view['saga_id']}  "
+        f"[bold]{view['status']}[/]  (created {view['created_at']}, updated {view['updated_at']})"
+    )
+    if view["failure"]:
+        console.print(f"  reason: {view['failure']}")
+    table = Table("step", "status", "command", "attempts", "started", "finished", "error")
+    for step in view["steps"]:
+        table.add_row(
+            step["name"],
+            step["status"],
+            step["command_type"],
+            str(step["attempts"]),
+            step["started_at"],
+            step["finished_at"] or "",
+            step["error"] or "",
+        )
+    console.print(table)
+    for entry in view.get("history", []):
+        console.print(
+            f"  {entry['at']} {entry['direction']:>3} {entry['message_type']} "
+            f"{entry['message_id']} {entry['outcome']} {entry['note']}"
+        )
+
+
+@app.command()
+def demo(
+    orders: Annotated[int, typer.Option("--orders", min=4, help="how many orders")] = 24,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 120.0,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Migrate, run coordinator and adapters in this process, place a mix of orders, and
+    show how each one ends. Exits 0 only if every saga reached its expected status."""
+    from bus_orchestrator.demo import run_demo
+
+    _configure_logging(log_level)
+    settings = _settings()
+    ok = _run(run_demo(settings, orders, wait_seconds=timeout, console=console))
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    app()
