@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from bus_orchestrator.core.decide import Decision, Inbound, TimerFired, decide
 from bus_orchestrator.core.definition import SagaDefinition
@@ -156,7 +156,7 @@ class Coordinator:
             log.warning("store unavailable, retrying: %s", exc)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailableError),
-            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+            wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
             stop=lambda _: self._stopping,
             reraise=True,
         ):
