@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     step_timeout_seconds: float = Field(default=30.0, gt=0)
     outbox_lease_seconds: float = Field(default=10.0, gt=0)
     outbox_sweep_seconds: float = Field(default=1.0, gt=0)
+    outbox_retention_seconds: float = Field(
+        default=86_400.0, ge=0, description="How long confirmed outbox rows are kept"
+    )
     timer_poll_seconds: float = Field(default=0.5, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
     db_command_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -166,6 +166,10 @@ class Outbox(Protocol):
         """Record the broker's confirm for these rows."""
         ...
 
+    async def purge_sent(self, older_than: timedelta) -> int:
+        """Delete a batch of rows confirmed longer than ``older_than`` ago; return how many."""
+        ...
+
 
 class Publisher(Protocol):
     """Publishes encoded messages; returns only once the broker has confirmed."""

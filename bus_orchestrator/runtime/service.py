@@ -83,6 +83,7 @@ class CoordinatorService:
             publisher,
             lease=lease,
             sweep_interval=settings.outbox_sweep_seconds,
+            retention=timedelta(seconds=settings.outbox_retention_seconds),
         )
         self.coordinator = Coordinator(
             self._definitions,
