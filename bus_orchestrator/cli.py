@@ -12,7 +12,8 @@ import logging
 import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -28,6 +29,9 @@ from bus_orchestrator.errors import (
     SchemaNotMigratedError,
     StoreUnavailableError,
 )
+from bus_orchestrator.telemetry.logs import configure_logging
+from bus_orchestrator.telemetry.metrics import Metrics
+from bus_orchestrator.telemetry.setup import Telemetry, tracer_of, tracer_provider_from_env
 from bus_orchestrator.views import history_view, saga_view
 
 T = TypeVar("T")
@@ -48,12 +52,36 @@ def _settings() -> Settings:
     return Settings()
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def _configure_logging(level: str, settings: Settings) -> None:
+    configure_logging(level, settings.log_format, stream=sys.stderr)
+
+
+@contextmanager
+def _telemetry(
+    settings: Settings, service_name: str, *, serve_metrics: bool = True
+) -> Iterator[Telemetry]:
+    """Tracing from the ``OTEL_*`` variables, metrics on ``BUS_METRICS_PORT``; flushed on exit."""
+    from bus_orchestrator.telemetry.prometheus import MetricsServer
+
+    provider = tracer_provider_from_env(service_name)
+    server = (
+        MetricsServer.start(service_name, settings.metrics_port, settings.metrics_host)
+        if settings.metrics_port is not None and serve_metrics
+        else None
     )
+    if server is not None:
+        logging.getLogger(__name__).info(
+            "metrics on http://%s:%d/metrics", server.host, server.port
+        )
+    try:
+        yield Telemetry(
+            tracer_of(provider), Metrics(server.meter) if server else Metrics.disabled()
+        )
+    finally:
+        if server is not None:
+            server.shutdown()
+        if provider is not None:
+            provider.shutdown()
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -119,10 +147,15 @@ def run(log_level: LogLevel = "info") -> None:
     from contracts import REGISTRY
     from sagas import all_sagas
 
-    _configure_logging(log_level)
     settings = _settings()
+    _configure_logging(log_level, settings)
     definitions = all_sagas(timedelta(seconds=settings.step_timeout_seconds))
-    _run(_until_signalled(lambda stop: run_coordinator(settings, definitions, REGISTRY, stop)))
+    with _telemetry(settings, "bus-coordinator") as telemetry:
+        _run(
+            _until_signalled(
+                lambda stop: run_coordinator(settings, definitions, REGISTRY, stop, telemetry)
+            )
+        )
 
 
 @app.command()
@@ -131,9 +164,14 @@ def adapters(log_level: LogLevel = "info") -> None:
     from adapters import example_adapters
     from bus_orchestrator.adapters.runner import run_adapters
 
-    _configure_logging(log_level)
     settings = _settings()
-    _run(_until_signalled(lambda stop: run_adapters(settings, example_adapters(), stop)))
+    _configure_logging(log_level, settings)
+    with _telemetry(settings, "bus-adapters") as telemetry:
+        _run(
+            _until_signalled(
+                lambda stop: run_adapters(settings, example_adapters(), stop, telemetry=telemetry)
+            )
+        )
 
 
 @app.command()
@@ -165,7 +203,8 @@ def publish(
         raise typer.Exit(1) from exc
     settings = _settings()
     message_id = message_id or str(uuid.uuid4())
-    _run(publish_once(settings, payload, message_id, source, correlation_id))
+    with _telemetry(settings, "bus-cli", serve_metrics=False) as telemetry:
+        _run(publish_once(settings, payload, message_id, source, correlation_id, telemetry.tracer))
     console.print(message_id)
 
 
@@ -184,7 +223,7 @@ def sagas_show(
         async with open_store(settings) as store:
             views = []
             for instance in await store.find(saga):
-                view = saga_view(instance)
+                view = saga_view(instance, settings.jaeger_ui_url)
                 if history:
                     view["history"] = [
                         history_view(h) for h in await store.history(instance.saga_id)
@@ -218,7 +257,7 @@ def sagas_list(
     async def main() -> list[dict[str, Any]]:
         async with open_store(settings) as store:
             found = await store.list_sagas(status=status, saga_type=saga_type, limit=limit)
-            return [saga_view(i) for i in found]
+            return [saga_view(i, settings.jaeger_ui_url) for i in found]
 
     views = _run(main())
     if as_json:
@@ -244,6 +283,8 @@ def _print_saga(view: dict[str, Any]) -> None:
     )
     if view["failure"]:
         console.print(f"  reason: {view['failure']}")
+    if view["trace_id"]:
+        console.print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
     table = Table("step", "status", "command", "attempts", "started", "finished", "error")
     for step in view["steps"]:
         table.add_row(
@@ -273,9 +314,12 @@ def demo(
     show how each one ends. Exits 0 only if every saga reached its expected status."""
     from bus_orchestrator.demo import run_demo
 
-    _configure_logging(log_level)
     settings = _settings()
-    ok = _run(run_demo(settings, orders, wait_seconds=timeout, console=console))
+    _configure_logging(log_level, settings)
+    with _telemetry(settings, "bus-demo") as telemetry:
+        ok = _run(
+            run_demo(settings, orders, wait_seconds=timeout, console=console, telemetry=telemetry)
+        )
     raise typer.Exit(0 if ok else 1)
 
 

@@ -27,6 +27,7 @@ from bus_orchestrator.runtime.service import CoordinatorService, connect_broker
 from bus_orchestrator.store.migrate import migrate
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from bus_orchestrator.store.session import connect_once
+from bus_orchestrator.telemetry.setup import Telemetry
 from contracts import REGISTRY, Address, LineItem, OrderPlaced
 from sagas import all_sagas
 
@@ -92,7 +93,12 @@ def _summary(plan: dict[str, Scenario], seen: dict[str, SagaInstance]) -> Table:
 
 
 async def run_demo(
-    settings: Settings, orders: int, *, wait_seconds: float, console: Console
+    settings: Settings,
+    orders: int,
+    *,
+    wait_seconds: float,
+    console: Console,
+    telemetry: Telemetry | None = None,
 ) -> bool:
     from adapters import example_adapters
     from bus_orchestrator.adapters.runner import run_adapters
@@ -106,11 +112,15 @@ async def run_demo(
             await conn.close()
         store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
         definitions = all_sagas(timedelta(seconds=settings.step_timeout_seconds))
-        service = CoordinatorService(settings, definitions, REGISTRY, pool=pool)
+        service = CoordinatorService(
+            settings, definitions, REGISTRY, pool=pool, telemetry=telemetry
+        )
         await service.start()
         stop_adapters = asyncio.Event()
         adapters_task = asyncio.create_task(
-            run_adapters(settings, example_adapters(), stop_adapters, pool=pool)
+            run_adapters(
+                settings, example_adapters(), stop_adapters, pool=pool, telemetry=telemetry
+            )
         )
         try:
             await _wait_for_adapters(service, settings, wait_seconds)

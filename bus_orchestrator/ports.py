@@ -170,6 +170,10 @@ class Outbox(Protocol):
         """Delete a batch of rows confirmed longer than ``older_than`` ago; return how many."""
         ...
 
+    async def outbox_backlog(self) -> tuple[int, float | None]:
+        """Rows not yet confirmed, and the age in seconds of the oldest (``None`` if none)."""
+        ...
+
 
 class Publisher(Protocol):
     """Publishes encoded messages; returns only once the broker has confirmed."""

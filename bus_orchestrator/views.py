@@ -6,10 +6,12 @@ from typing import Any
 
 from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.ports import HistoryEntry
+from bus_orchestrator.telemetry.tracing import trace_id_of
 
 
-def saga_view(instance: SagaInstance) -> dict[str, Any]:
-    """One saga as a JSON-ready object."""
+def saga_view(instance: SagaInstance, jaeger_ui_url: str | None = None) -> dict[str, Any]:
+    """One saga as a JSON-ready object; with a Jaeger UI URL, a link to its trace."""
+    trace_id = trace_id_of(instance.trace_context)
     return {
         "saga_id": instance.saga_id,
         "saga_type": instance.saga_type,
@@ -21,6 +23,10 @@ def saga_view(instance: SagaInstance) -> dict[str, Any]:
         "failure": instance.failure,
         "awaiting": instance.pending_command_id,
         "deadline": instance.deadline.isoformat() if instance.deadline else None,
+        "trace_id": trace_id,
+        "jaeger_url": f"{jaeger_ui_url.rstrip('/')}/trace/{trace_id}"
+        if jaeger_ui_url and trace_id
+        else None,
         "steps": [
             {
                 "name": step.name,

@@ -20,11 +20,15 @@ only one reply is recorded, and both copies publish that one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -47,7 +51,16 @@ from bus_orchestrator.errors import (
     PermanentAdapterError,
     TransientAdapterError,
 )
-from bus_orchestrator.ports import Clock, Publisher
+from bus_orchestrator.ports import Clock, OutboxMessage, Publisher
+from bus_orchestrator.telemetry.setup import Telemetry
+from bus_orchestrator.telemetry.tracing import (
+    SAGA_HEADERS,
+    extract,
+    inject,
+    messaging_attributes,
+    record_error,
+    saga_attributes_from_headers,
+)
 from bus_orchestrator.transport.codec import RawMessage, decode, encode
 from bus_orchestrator.transport.consumer import DeadLetter, Verdict
 
@@ -59,6 +72,11 @@ Sleep = Callable[[float], Awaitable[None]]
 def reply_id_for(command_id: str) -> str:
     """The id of the reply to a command: derived, so every answer to it has the same id."""
     return str(uuid.uuid5(ID_NAMESPACE, f"reply:{command_id}"))
+
+
+def saga_headers_of(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``x-saga-*`` headers of a command, which its reply carries back."""
+    return {k: v for k, v in headers.items() if k in SAGA_HEADERS}
 
 
 def _utc_now() -> datetime:
@@ -84,6 +102,7 @@ class CommandProcessor:
         clock: Clock = _utc_now,
         store_backoff: float = 1.0,
         sleep: Sleep = asyncio.sleep,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.adapter = adapter
         self._log = command_log
@@ -93,9 +112,31 @@ class CommandProcessor:
         self._clock = clock
         self._store_backoff = store_backoff
         self._sleep = sleep
+        self._telemetry = telemetry or Telemetry.disabled()
+        self._tracer = self._telemetry.tracer
+        self._consumer_name = f"adapter.{adapter.name}"
 
     async def handle(self, raw: RawMessage) -> Verdict | DeadLetter:
         """Process one delivery; the verdict says how the consumer settles it."""
+        headers = raw.headers
+        attributes: dict[str, str | bool] = {
+            **messaging_attributes(
+                "process", raw.exchange, raw.routing_key, raw.message_id, raw.correlation_id
+            ),
+            **saga_attributes_from_headers(headers),
+            "adapter.name": self.adapter.name,
+        }
+        with self._tracer.start_as_current_span(
+            f"process {raw.exchange}", extract(headers), SpanKind.CONSUMER, attributes
+        ) as span:
+            verdict = await self._handle(raw)
+            if isinstance(verdict, DeadLetter):
+                record_error(span, str(verdict.reason), verdict.detail)
+            elif verdict is Verdict.REQUEUE:
+                span.set_attribute("adapter.requeued", True)
+            return verdict
+
+    async def _handle(self, raw: RawMessage) -> Verdict | DeadLetter:
         try:
             inbound = decode(raw, self.adapter.registry, self._max_bytes)
         except InvalidMessageError as exc:
@@ -107,7 +148,7 @@ class CommandProcessor:
                 f"adapter {self.adapter.name!r} has no handler for {inbound.message_type!r}",
             )
         try:
-            return await self._process(inbound, command)
+            return await self._process(inbound, command, raw.headers)
         except BusOrchestratorError as exc:
             if not exc.retryable:
                 raise
@@ -117,12 +158,15 @@ class CommandProcessor:
             await self._sleep(self._store_backoff)
             return Verdict.REQUEUE
 
-    async def _process(self, inbound: Inbound, command: Command) -> Verdict | DeadLetter:
+    async def _process(
+        self, inbound: Inbound, command: Command, headers: Mapping[str, Any]
+    ) -> Verdict | DeadLetter:
         name = self.adapter.name
         stored = await self._log.find(name, inbound.message_id)
         if stored is not None:
             log.info("adapter %s: command %s seen before; replying again", name, inbound.message_id)
-            await self._publisher.publish(stored)
+            self._telemetry.metrics.duplicate(self._consumer_name)
+            await self._send(stored, headers)
             return Verdict.ACK
         ctx = CommandContext(
             adapter=name,
@@ -132,7 +176,20 @@ class CommandProcessor:
             causation_id=inbound.causation_id,
             received_at=self._clock(),
         )
-        outcome = await self._call(command, ctx)
+        with self._tracer.start_as_current_span(
+            f"{name} {command.message_type}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "adapter.name": name,
+                "adapter.command_type": command.message_type,
+                **saga_attributes_from_headers(headers),
+            },
+        ) as call_span:
+            outcome = await self._call(command, ctx)
+            if isinstance(outcome, DeadLetter):
+                record_error(call_span, str(outcome.reason), outcome.detail)
+            elif isinstance(outcome, Reply):
+                call_span.set_attribute("adapter.reply_type", outcome.message_type)
         if not isinstance(outcome, Reply):
             return outcome
         reply = encode(
@@ -149,8 +206,31 @@ class CommandProcessor:
         )
         if not recorded.inserted:
             log.info("adapter %s: command %s was recorded concurrently", name, ctx.command_id)
-        await self._publisher.publish(recorded.reply)
+        await self._send(recorded.reply, headers)
         return Verdict.ACK
+
+    async def _send(self, reply: OutboxMessage, command_headers: Mapping[str, Any]) -> None:
+        """Publish a reply under a PRODUCER span; it carries the command's saga headers."""
+        headers = {**reply.headers, **saga_headers_of(command_headers)}
+        attributes: dict[str, str | bool] = {
+            **messaging_attributes(
+                "send",
+                reply.exchange,
+                reply.routing_key,
+                reply.message_id,
+                reply.correlation_id,
+            ),
+            **saga_attributes_from_headers(headers),
+        }
+        with self._tracer.start_as_current_span(
+            f"send {reply.exchange}", kind=SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            inject(headers)
+            try:
+                await self._publisher.publish(dataclasses.replace(reply, headers=headers))
+            except Exception as exc:
+                record_error(span, type(exc).__qualname__, str(exc))
+                raise
 
     async def _call(self, command: Command, ctx: CommandContext) -> Reply | Verdict | DeadLetter:
         policy = self.adapter.retry
@@ -185,6 +265,9 @@ class CommandProcessor:
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
+        trace.get_current_span().add_event(
+            "retry", {"attempt": state.attempt_number, "error.type": type(error).__qualname__}
+        )
         log.info(
             "adapter %s: attempt %d failed (%s); retrying",
             self.adapter.name,

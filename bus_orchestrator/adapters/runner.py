@@ -15,6 +15,7 @@ from bus_orchestrator.config import Settings
 from bus_orchestrator.errors import DefinitionError
 from bus_orchestrator.store.migrate import require_migrated
 from bus_orchestrator.store.postgres import create_pool
+from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.transport.consumer import QueueConsumer
 from bus_orchestrator.transport.publisher import AmqpPublisher, DeadLetterer
 from bus_orchestrator.transport.topology import Topology, connect
@@ -34,6 +35,7 @@ async def run_adapters(
     pool: asyncpg.Pool | None = None,
     *,
     grace: float = 30.0,
+    telemetry: Telemetry | None = None,
 ) -> None:
     """Consume each adapter's work queue until ``stop`` is set, then shut down gracefully.
 
@@ -75,9 +77,14 @@ async def run_adapters(
                     publisher,
                     replies_exchange=topology.replies,
                     max_message_bytes=settings.max_message_bytes,
+                    telemetry=telemetry,
                 )
                 consumer = QueueConsumer(
-                    queue, processor.handle, DeadLetterer(publisher, topology, queue_name)
+                    queue,
+                    processor.handle,
+                    DeadLetterer(publisher, topology, queue_name),
+                    name=queue_name,
+                    metrics=(telemetry or Telemetry.disabled()).metrics,
                 )
                 await consumer.start()
                 consumers.append(consumer)

@@ -87,6 +87,8 @@ class SagaInstance(BaseModel):
     cancel_reason: str | None = None
     """Set when a cancellation arrived while a step's reply was still awaited."""
     failure: str | None = None
+    trace_context: dict[str, str] = {}
+    """Opaque W3C trace context of the saga's start, so all its work joins one trace."""
     created_at: datetime
     updated_at: datetime
 

@@ -8,17 +8,24 @@ relay then publishes the committed outbox rows. Nothing about a saga stays in me
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from bus_orchestrator.core.decide import Decision, Inbound, TimerFired, decide
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import ContractRegistry, Event, Reply
-from bus_orchestrator.core.state import SagaInstance
+from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus
 from bus_orchestrator.errors import (
     ConcurrencyConflictError,
     DeadLetterReason,
@@ -39,6 +46,19 @@ from bus_orchestrator.ports import (
     SagaKey,
     SagaStore,
 )
+from bus_orchestrator.telemetry.logs import bind_saga
+from bus_orchestrator.telemetry.setup import Telemetry
+from bus_orchestrator.telemetry.tracing import (
+    carrier_of,
+    current_step,
+    extract,
+    inject,
+    messaging_attributes,
+    parent_for,
+    record_error,
+    saga_attributes,
+    saga_headers,
+)
 from bus_orchestrator.transport.codec import RawMessage, decode, encode
 from bus_orchestrator.transport.consumer import DeadLetter, Verdict
 from bus_orchestrator.transport.topology import Topology
@@ -48,6 +68,7 @@ log = logging.getLogger(__name__)
 REPLY_CONSUMER = "replies"
 """Inbox name for replies: a reply belongs to whichever saga awaits its command."""
 MAX_CONFLICTS = 20
+FINISHED_STEP = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.TIMED_OUT)
 
 
 class Relay(Protocol):
@@ -60,6 +81,25 @@ class Relay(Protocol):
 
 class StoppingError(Exception):
     """The coordinator is shutting down while the store is unreachable: requeue."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where a message came from and when, for its span."""
+
+    exchange: str
+    routing_key: str
+    context: Context
+    received_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """A load done before the span it belongs to was opened, with its timing."""
+
+    loaded: Loaded
+    started_ns: int
+    ended_ns: int
 
 
 class Coordinator:
@@ -76,6 +116,7 @@ class Coordinator:
         *,
         source: str,
         max_message_bytes: int,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._definitions = {d.name: d for d in definitions}
         self._registry = registry
@@ -85,6 +126,9 @@ class Coordinator:
         self._clock = clock
         self._source = source
         self._max_bytes = max_message_bytes
+        self._telemetry = telemetry or Telemetry.disabled()
+        self._tracer = self._telemetry.tracer
+        self._metrics = self._telemetry.metrics
         self._stopping = False
         self._events: dict[str, list[SagaDefinition[Any, Any]]] = {}
         self._replies: dict[str, list[SagaDefinition[Any, Any]]] = {}
@@ -109,22 +153,23 @@ class Coordinator:
 
     async def handle(self, raw: RawMessage) -> Verdict | DeadLetter:
         """Handle one delivery; the consumer settles it by the verdict."""
+        delivery = Delivery(raw.exchange, raw.routing_key, extract(raw.headers), time.time_ns())
         try:
             inbound = decode(raw, self._registry, self._max_bytes)
         except InvalidMessageError as exc:
+            self._trace_refusal(delivery, raw, exc.reason, exc.detail)
             return DeadLetter(exc.reason, exc.detail)
         payload = inbound.payload
         try:
             if isinstance(payload, Reply):
-                await self._retrying(self._on_reply, inbound)
+                await self._retrying(self._on_reply, inbound, delivery)
             elif isinstance(payload, Event) and inbound.message_type in self._events:
                 for definition in self._events[inbound.message_type]:
-                    await self._retrying(self._on_event, inbound, definition)
+                    await self._retrying(self._on_event, inbound, definition, delivery)
             else:
-                return DeadLetter(
-                    DeadLetterReason.UNKNOWN_TYPE,
-                    f"no saga here handles {inbound.message_type} ({payload.kind})",
-                )
+                detail = f"no saga here handles {inbound.message_type} ({payload.kind})"
+                self._trace_refusal(delivery, raw, DeadLetterReason.UNKNOWN_TYPE, detail)
+                return DeadLetter(DeadLetterReason.UNKNOWN_TYPE, detail)
         except StoppingError:
             return Verdict.REQUEUE
         except ConcurrencyConflictError:
@@ -141,9 +186,8 @@ class Coordinator:
             log.error("saga %s has unknown type %s", instance.saga_id, instance.saga_type)
             return
         timer = TimerFired(instance.saga_id, instance.pending_command_id, instance.deadline)
-        await self._retrying(
-            self._apply, definition, definition.name, timer, BySagaId(instance.saga_id)
-        )
+        key = BySagaId(instance.saga_id)
+        await self._retrying(self._apply, definition, definition.name, timer, key, None)
 
     async def _retrying(self, func: Any, *args: Any) -> None:
         # The store being down is not the message's fault: keep it in hand and retry,
@@ -165,33 +209,43 @@ class Coordinator:
                     raise StoppingError
                 await func(*args)
 
-    async def _on_event(self, inbound: Inbound, definition: SagaDefinition[Any, Any]) -> None:
+    async def _on_event(
+        self, inbound: Inbound, definition: SagaDefinition[Any, Any], delivery: Delivery
+    ) -> None:
         assert isinstance(inbound.payload, Event)  # noqa: S101 - routed by handle()
         key = ByCorrelation(definition.name, definition.correlation_of(inbound.payload))
-        await self._apply(definition, definition.name, inbound, key)
+        await self._apply(definition, definition.name, inbound, key, delivery)
 
-    async def _on_reply(self, inbound: Inbound) -> None:
+    async def _on_reply(self, inbound: Inbound, delivery: Delivery) -> None:
         if inbound.causation_id is not None:
-            loaded = await self._store.load(
+            timed = await self._load(
                 REPLY_CONSUMER, inbound.message_id, ByPendingCommand(inbound.causation_id)
             )
-            if loaded.seen:
+            if timed.loaded.seen:
+                self._metrics.duplicate("coordinator")
                 return
-            instance = loaded.instance
+            instance = timed.loaded.instance
             definition = self._definitions.get(instance.saga_type) if instance else None
             if instance is not None and definition is not None:
                 key = BySagaId(instance.saga_id)
-                await self._apply(definition, REPLY_CONSUMER, inbound, key, loaded)
+                await self._apply(definition, REPLY_CONSUMER, inbound, key, delivery, timed)
                 return
         # Nobody awaits this reply: find its saga, if any, so the record lands in its history.
         if inbound.correlation_id is not None:
             for definition in self._replies.get(inbound.message_type, []):
                 by_correlation = ByCorrelation(definition.name, inbound.correlation_id)
-                loaded = await self._store.load(REPLY_CONSUMER, inbound.message_id, by_correlation)
-                if loaded.instance is not None:
-                    await self._apply(definition, REPLY_CONSUMER, inbound, by_correlation, loaded)
+                timed = await self._load(REPLY_CONSUMER, inbound.message_id, by_correlation)
+                if timed.loaded.instance is not None:
+                    await self._apply(
+                        definition, REPLY_CONSUMER, inbound, by_correlation, delivery, timed
+                    )
                     return
-        await self._record(None, REPLY_CONSUMER, inbound, "no saga awaits this reply")
+        await self._record(REPLY_CONSUMER, inbound, delivery, "no saga awaits this reply")
+
+    async def _load(self, consumer: str, message_id: str, key: SagaKey) -> Timed:
+        started = time.time_ns()
+        loaded = await self._store.load(consumer, message_id, key)
+        return Timed(loaded, started, time.time_ns())
 
     async def _apply(
         self,
@@ -199,35 +253,144 @@ class Coordinator:
         consumer: str,
         message: Inbound | TimerFired,
         key: SagaKey,
-        loaded: Loaded | None = None,
+        delivery: Delivery | None,
+        first: Timed | None = None,
     ) -> None:
         """Decide and commit; on a version conflict, reload and decide again."""
-        for _ in range(MAX_CONFLICTS):
-            if loaded is None:
-                loaded = await self._store.load(consumer, message.message_id, key)
-            if loaded.seen:
-                log.debug("duplicate %s %s ignored", message.message_type, message.message_id)
-                return
-            now = self._clock()
-            decision = decide(definition, loaded.instance, message, now)
-            change = self._change(consumer, message, loaded.instance, decision, now)
-            committed = await self._store.commit(change)
-            if committed.result is CommitResult.COMMITTED:
-                self._relay.submit(committed.outbox)
-                self._log(decision, loaded.instance)
-                return
-            if committed.result is CommitResult.DUPLICATE:
-                return
-            loaded = None
-        raise ConcurrencyConflictError(f"saga for {message.message_id} kept changing")
+        if first is None:
+            first = await self._load(consumer, message.message_id, key)
+        with self._span(message, delivery, first) as span:
+            loaded: Loaded | None = first.loaded
+            before = first.loaded.instance
+            for _ in range(MAX_CONFLICTS):
+                if loaded is None:
+                    with self._db_span("load saga", "SELECT", saga_attributes(before)):
+                        loaded = await self._store.load(consumer, message.message_id, key)
+                before = loaded.instance
+                if loaded.seen:
+                    self._duplicate(span, message)
+                    return
+                now = self._clock()
+                decision = decide(definition, before, message, now)
+                after = decision.instance
+                if after is not None and before is None:
+                    after = after.model_copy(update={"trace_context": carrier_of(span)})
+                    decision = dataclasses.replace(decision, instance=after)
+                # The step this message was about: the one awaited before it, if any.
+                attributes = saga_attributes(after or before, current_step(before))
+                span.set_attributes(attributes)
+                if after is not None and after.phase is Phase.COMPENSATION:
+                    span.set_attribute("saga.compensation", True)
+                saga = after or before
+                with bind_saga(saga.saga_id) if saga else nullcontext():
+                    change = self._change(consumer, message, before, decision, now)
+                    with self._db_span("commit saga", "WITH", attributes):
+                        committed = await self._store.commit(change)
+                    if committed.result is CommitResult.COMMITTED:
+                        self._relay.submit(committed.outbox)
+                        self._observe(decision, before)
+                        span.set_attribute("saga.outcome", str(decision.outcome))
+                        return
+                if committed.result is CommitResult.DUPLICATE:
+                    self._duplicate(span, message)
+                    return
+                loaded = None
+            raise ConcurrencyConflictError(f"saga for {message.message_id} kept changing")
 
-    async def _record(
-        self, saga_id: str | None, consumer: str, inbound: Inbound, note: str
+    @contextmanager
+    def _span(
+        self, message: Inbound | TimerFired, delivery: Delivery | None, first: Timed
+    ) -> Iterator[Span]:
+        """The span of one message's work on one saga, in the saga's trace."""
+        stored = first.loaded.instance.trace_context if first.loaded.instance else None
+        if delivery is None:  # a timer: no message behind it
+            parent, links = parent_for(None, stored)
+            name, kind, started = "saga timeout", SpanKind.INTERNAL, first.started_ns
+            attributes: dict[str, Any] = {"saga.timeout": True}
+        else:
+            parent, links = parent_for(delivery.context, stored)
+            name, kind, started = (
+                f"process {delivery.exchange}",
+                SpanKind.CONSUMER,
+                delivery.received_ns,
+            )
+            attributes = messaging_attributes(
+                "process",
+                delivery.exchange,
+                delivery.routing_key,
+                message.message_id,
+                message.correlation_id if isinstance(message, Inbound) else None,
+            )
+        span = self._tracer.start_span(name, parent, kind, attributes, links, start_time=started)
+        load = self._tracer.start_span(
+            "load saga",
+            trace.set_span_in_context(span),
+            SpanKind.CLIENT,
+            {**_db_attributes("SELECT"), **saga_attributes(first.loaded.instance)},
+            start_time=first.started_ns,
+        )
+        load.end(end_time=first.ended_ns)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False):
+                yield span
+        except Exception as exc:
+            span.record_exception(exc)
+            record_error(span, type(exc).__qualname__, str(exc))
+            raise
+        finally:
+            span.end()
+
+    @contextmanager
+    def _db_span(
+        self, name: str, operation: str, saga: dict[str, str] | None = None
+    ) -> Iterator[None]:
+        with self._tracer.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes={**_db_attributes(operation), **(saga or {})}
+        ):
+            yield
+
+    def _trace_refusal(
+        self, delivery: Delivery, raw: RawMessage, reason: DeadLetterReason, detail: str
     ) -> None:
+        span = self._tracer.start_span(
+            f"process {delivery.exchange}",
+            delivery.context,
+            SpanKind.CONSUMER,
+            messaging_attributes(
+                "process", delivery.exchange, delivery.routing_key, raw.message_id, None
+            ),
+            start_time=delivery.received_ns,
+        )
+        record_error(span, str(reason), detail)
+        span.end()
+
+    def _duplicate(self, span: Span, message: Inbound | TimerFired) -> None:
+        log.debug("duplicate %s %s ignored", message.message_type, message.message_id)
+        span.set_attribute("saga.outcome", "duplicate")
+        self._metrics.duplicate("coordinator")
+
+    async def _record(self, consumer: str, inbound: Inbound, delivery: Delivery, note: str) -> None:
         now = self._clock()
         entry = _entry_in(inbound, "ignored", note, now)
-        change = Change(consumer, inbound.message_id, saga_id, None, None, (entry,))
-        await self._store.commit(change)
+        change = Change(consumer, inbound.message_id, None, None, None, (entry,))
+        with self._tracer.start_as_current_span(
+            f"process {delivery.exchange}",
+            delivery.context,
+            SpanKind.CONSUMER,
+            messaging_attributes(
+                "process",
+                delivery.exchange,
+                delivery.routing_key,
+                inbound.message_id,
+                inbound.correlation_id,
+            ),
+            start_time=delivery.received_ns,
+        ) as span:
+            span.set_attribute("saga.outcome", "ignored")
+            with self._db_span("commit saga", "WITH"):
+                committed = await self._store.commit(change)
+        if committed.result is CommitResult.DUPLICATE:
+            self._metrics.duplicate("coordinator")
         log.info("%s %s ignored: %s", inbound.message_type, inbound.message_id, note)
 
     def _change(
@@ -238,20 +401,25 @@ class Coordinator:
         decision: Decision,
         now: datetime,
     ) -> Change:
+        after = decision.instance
         history = [_entry_in(message, decision.outcome, decision.note, now)]
         outbox = []
         for out in decision.send:
-            outbox.append(
-                encode(
-                    message_id=out.message_id,
-                    payload=out.payload,
-                    exchange=self._topology.exchange_for(out.payload.kind),
-                    source=self._source,
-                    time=now,
-                    correlation_id=out.correlation_id,
-                    causation_id=out.causation_id,
-                )
+            message_out = encode(
+                message_id=out.message_id,
+                payload=out.payload,
+                exchange=self._topology.exchange_for(out.payload.kind),
+                source=self._source,
+                time=now,
+                correlation_id=out.correlation_id,
+                causation_id=out.causation_id,
             )
+            # The relay's send span is a child of this work, and the adapters see the saga.
+            headers = dict(message_out.headers)
+            inject(headers)
+            compensation = after is not None and after.phase is Phase.COMPENSATION
+            headers.update(saga_headers(saga_attributes(after), compensation))
+            outbox.append(dataclasses.replace(message_out, headers=headers))
             history.append(
                 HistoryEntry(
                     direction=Direction.OUT,
@@ -265,7 +433,6 @@ class Coordinator:
                     at=now,
                 )
             )
-        after = decision.instance
         saga_id = after.saga_id if after else before.saga_id if before else None
         return Change(
             consumer=consumer,
@@ -277,21 +444,43 @@ class Coordinator:
             outbox=tuple(outbox),
         )
 
-    def _log(self, decision: Decision, before: SagaInstance | None) -> None:
+    def _observe(self, decision: Decision, before: SagaInstance | None) -> None:
+        """Metrics and logs for what a committed decision changed."""
         after = decision.instance
         if after is None:
             log.info("ignored: %s", decision.note)
-        elif before is None or before.status is not after.status:
+            return
+        metrics = self._metrics
+        if before is None:
+            metrics.saga_started(after.saga_type)
+        if before is None or before.status is not after.status:
+            if after.status.terminal:
+                metrics.saga_finished(after.saga_type, str(after.status))
             log.info(
-                "saga %s %s (%s) is %s: %s",
+                "saga %s %s is %s: %s",
                 after.saga_type,
                 after.correlation_id,
-                after.saga_id,
                 after.status,
                 decision.note,
             )
         else:
             log.debug("saga %s: %s", after.saga_id, decision.note)
+        old_steps = before.steps if before is not None else ()
+        for index, step in enumerate(after.steps):
+            was = old_steps[index].status if index < len(old_steps) else None
+            if step.status in FINISHED_STEP and was is not step.status and step.finished_at:
+                seconds = (step.finished_at - step.started_at).total_seconds()
+                metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
+        if after.status is SagaStatus.FAILED:
+            log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
+
+
+def _db_attributes(operation: str) -> dict[str, str]:
+    return {
+        "db.system.name": "postgresql",
+        "db.operation.name": operation,
+        "db.collection.name": "saga",
+    }
 
 
 def _entry_in(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
+
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import Message
 from bus_orchestrator.runtime.service import connect_broker
+from bus_orchestrator.telemetry.tracing import inject, messaging_attributes
 from bus_orchestrator.transport.codec import encode
 from bus_orchestrator.transport.publisher import AmqpPublisher
 from bus_orchestrator.transport.topology import Topology
@@ -23,36 +27,60 @@ class Publication:
 
 
 class EventPublisher:
-    """Encodes messages as CloudEvents and publishes them, confirmed, to their exchange."""
+    """Encodes messages as CloudEvents and publishes them, confirmed, to their exchange.
 
-    def __init__(self, publisher: AmqpPublisher, topology: Topology, source: str) -> None:
+    Each publish is a PRODUCER span ``send <exchange>``: with tracing on, the saga the
+    event starts joins this trace.
+    """
+
+    def __init__(
+        self,
+        publisher: AmqpPublisher,
+        topology: Topology,
+        source: str,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._publisher = publisher
         self._topology = topology
         self._source = source
+        self._tracer = tracer or NoOpTracer()
 
     async def publish(self, publication: Publication) -> None:
         payload = publication.payload
-        await self._publisher.publish(
-            encode(
-                message_id=publication.message_id,
-                payload=payload,
-                exchange=self._topology.exchange_for(payload.kind),
-                source=self._source,
-                time=datetime.now(UTC),
-                correlation_id=publication.correlation_id,
-            )
+        message = encode(
+            message_id=publication.message_id,
+            payload=payload,
+            exchange=self._topology.exchange_for(payload.kind),
+            source=self._source,
+            time=datetime.now(UTC),
+            correlation_id=publication.correlation_id,
         )
+        attributes = messaging_attributes(
+            "send",
+            message.exchange,
+            message.routing_key,
+            message.message_id,
+            message.correlation_id,
+        )
+        with self._tracer.start_as_current_span(
+            f"send {message.exchange}", kind=SpanKind.PRODUCER, attributes=attributes
+        ):
+            headers = dict(message.headers)
+            inject(headers)
+            await self._publisher.publish(dataclasses.replace(message, headers=headers))
 
 
 @asynccontextmanager
-async def event_publisher(settings: Settings, source: str) -> AsyncIterator[EventPublisher]:
+async def event_publisher(
+    settings: Settings, source: str, tracer: Tracer | None = None
+) -> AsyncIterator[EventPublisher]:
     """A publisher on its own connection, with the exchanges declared."""
     connection = await connect_broker(settings.amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True)
         topology = Topology(settings.exchange_prefix, settings.delivery_limit)
         await topology.declare_exchanges(channel)
-        yield EventPublisher(AmqpPublisher(channel), topology, source)
+        yield EventPublisher(AmqpPublisher(channel), topology, source, tracer)
     finally:
         await connection.close()
 
@@ -63,11 +91,18 @@ async def publish_once(
     message_id: str,
     source: str,
     correlation_id: str | None = None,
+    tracer: Tracer | None = None,
 ) -> None:
-    await publish_all(settings, [Publication(message_id, payload, correlation_id)], source)
+    publication = Publication(message_id, payload, correlation_id)
+    await publish_all(settings, [publication], source, tracer)
 
 
-async def publish_all(settings: Settings, publications: Sequence[Publication], source: str) -> None:
-    async with event_publisher(settings, source) as publisher:
+async def publish_all(
+    settings: Settings,
+    publications: Sequence[Publication],
+    source: str,
+    tracer: Tracer | None = None,
+) -> None:
+    async with event_publisher(settings, source, tracer) as publisher:
         for publication in publications:
             await publisher.publish(publication)

@@ -11,12 +11,24 @@ same message id, which every consumer here deduplicates.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 
+from opentelemetry.trace import SpanKind
+
 from bus_orchestrator.errors import BusOrchestratorError
 from bus_orchestrator.ports import Outbox, PendingPublish, Publisher
+from bus_orchestrator.telemetry.setup import Telemetry
+from bus_orchestrator.telemetry.tracing import (
+    extract,
+    inject,
+    messaging_attributes,
+    record_error,
+    saga_attributes_from_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +46,8 @@ class OutboxRelay:
         workers: int = 32,
         mark_batch: int = 256,
         mark_interval: float = 0.02,
+        backlog_interval: float = 5.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._outbox = outbox
         self._publisher = publisher
@@ -44,6 +58,8 @@ class OutboxRelay:
         self._workers = workers
         self._mark_batch = mark_batch
         self._mark_interval = mark_interval
+        self._backlog_interval = backlog_interval
+        self._telemetry = telemetry or Telemetry.disabled()
         self._queue: asyncio.Queue[PendingPublish] = asyncio.Queue()
         self._inflight: set[int] = set()
         self._confirmed: list[int] = []
@@ -83,7 +99,7 @@ class OutboxRelay:
         while True:
             row = await self._queue.get()
             try:
-                await self._publisher.publish(row.message)
+                await self._publish(row)
             except BusOrchestratorError as exc:
                 # Left under its lease; the sweep retries it once the lease runs out.
                 log.warning("outbox row %d not published: %s", row.outbox_id, exc)
@@ -99,6 +115,34 @@ class OutboxRelay:
                     self._mark_now.set()
             finally:
                 self._queue.task_done()
+
+    async def _publish(self, row: PendingPublish) -> None:
+        """Publish under a PRODUCER span, child of the work that committed the row."""
+        message = row.message
+        headers = dict(message.headers)
+        attributes: dict[str, str | bool] = {
+            **messaging_attributes(
+                "send",
+                message.exchange,
+                message.routing_key,
+                message.message_id,
+                message.correlation_id,
+            ),
+            **saga_attributes_from_headers(headers),
+        }
+        with self._telemetry.tracer.start_as_current_span(
+            f"send {message.exchange}",
+            extract(headers),
+            SpanKind.PRODUCER,
+            attributes,
+            record_exception=True,
+        ) as span:
+            inject(headers)  # the consumer's span becomes a child of this one
+            try:
+                await self._publisher.publish(dataclasses.replace(message, headers=headers))
+            except Exception as exc:
+                record_error(span, type(exc).__qualname__, str(exc))
+                raise
 
     async def _flush_marks(self) -> None:
         if not self._confirmed:
@@ -122,8 +166,16 @@ class OutboxRelay:
             await self._flush_marks()
 
     async def _sweep_loop(self) -> None:
+        next_backlog = 0.0
         while True:
             await asyncio.sleep(self._sweep_interval)
+            if time.monotonic() >= next_backlog:
+                next_backlog = time.monotonic() + self._backlog_interval
+                try:
+                    count, oldest = await self._outbox.outbox_backlog()
+                    self._telemetry.metrics.set_outbox_backlog(count, oldest)
+                except BusOrchestratorError as exc:
+                    log.warning("outbox backlog not measured: %s", exc)
             try:
                 rows = await self._outbox.claim_unsent(self._lease, limit=500)
             except BusOrchestratorError as exc:

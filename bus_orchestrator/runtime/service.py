@@ -21,6 +21,7 @@ from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop
 from bus_orchestrator.store.migrate import require_migrated
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
+from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.transport.consumer import QueueConsumer
 from bus_orchestrator.transport.publisher import AmqpPublisher, DeadLetterer
 from bus_orchestrator.transport.topology import Topology, connect
@@ -50,12 +51,14 @@ class CoordinatorService:
         *,
         clock: Clock = utc_now,
         pool: asyncpg.Pool | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.topology = Topology(settings.exchange_prefix, settings.delivery_limit)
         self._definitions = definitions
         self._registry = registry
         self._clock = clock
+        self._telemetry = telemetry or Telemetry.disabled()
         self._pool = pool
         self._owns_pool = pool is None
         self._connection: AbstractRobustConnection | None = None
@@ -84,6 +87,7 @@ class CoordinatorService:
             lease=lease,
             sweep_interval=settings.outbox_sweep_seconds,
             retention=timedelta(seconds=settings.outbox_retention_seconds),
+            telemetry=self._telemetry,
         )
         self.coordinator = Coordinator(
             self._definitions,
@@ -94,6 +98,7 @@ class CoordinatorService:
             self._clock,
             source=settings.source,
             max_message_bytes=settings.max_message_bytes,
+            telemetry=self._telemetry,
         )
         queue = await self.topology.declare_work_queue(
             consume_channel, self.topology.queue("coordinator"), self.coordinator.bindings()
@@ -104,7 +109,11 @@ class CoordinatorService:
         )
         self.timers.start()
         self._consumer = QueueConsumer(
-            queue, self.coordinator.handle, DeadLetterer(publisher, self.topology, "coordinator")
+            queue,
+            self.coordinator.handle,
+            DeadLetterer(publisher, self.topology, "coordinator"),
+            name="coordinator",
+            metrics=self._telemetry.metrics,
         )
         await self._consumer.start()
         log.info(
@@ -135,9 +144,10 @@ async def run_coordinator(
     definitions: Sequence[SagaDefinition[Any, Any]],
     registry: ContractRegistry,
     stop: asyncio.Event,
+    telemetry: Telemetry | None = None,
 ) -> None:
     """Run until ``stop`` is set, then shut down cleanly."""
-    service = CoordinatorService(settings, definitions, registry)
+    service = CoordinatorService(settings, definitions, registry, telemetry=telemetry)
     await service.start()
     try:
         await stop.wait()

@@ -16,6 +16,7 @@ from enum import StrEnum
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
 from bus_orchestrator.errors import BrokerUnavailableError, DeadLetterReason
+from bus_orchestrator.telemetry.metrics import Metrics
 from bus_orchestrator.transport.codec import RawMessage
 from bus_orchestrator.transport.publisher import DeadLetterer
 
@@ -54,8 +55,18 @@ def raw_message(message: AbstractIncomingMessage) -> RawMessage:
 class QueueConsumer:
     """Runs ``handler`` for each delivery of ``queue`` and settles the delivery after it."""
 
-    def __init__(self, queue: AbstractQueue, handler: Handler, dead_letterer: DeadLetterer) -> None:
+    def __init__(
+        self,
+        queue: AbstractQueue,
+        handler: Handler,
+        dead_letterer: DeadLetterer,
+        *,
+        name: str = "",
+        metrics: Metrics | None = None,
+    ) -> None:
         self._queue = queue
+        self._name = name or queue.name
+        self._metrics = metrics or Metrics.disabled()
         self._handler = handler
         self._dead_letterer = dead_letterer
         self._tag: ConsumerTag | None = None
@@ -119,6 +130,7 @@ class QueueConsumer:
                     await message.nack(requeue=True)
                     return
                 await message.ack()
+                self._metrics.dead_lettered(self._name, str(verdict.reason))
             elif verdict is Verdict.ACK:
                 await message.ack()
             else:
