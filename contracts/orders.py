@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bus_orchestrator.core.messages import Event
+from bus_orchestrator.core.messages import Event, Secret
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
@@ -45,6 +45,8 @@ class OrderPlaced(Event):
     total: Money
     currency: Annotated[str, Field(min_length=3, max_length=3)]
     shipping_address: Address
+    payment_token: Secret | None = None
+    """The payment provider's token for the customer's card; secret."""
 
 
 class OrderCancelled(Event):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from bus_orchestrator.core.messages import Command, Reply
+from bus_orchestrator.core.messages import Command, Reply, Secret
 from contracts.orders import Identifier, Money
 
 
@@ -17,6 +17,7 @@ class ChargePayment(Command):
     customer_id: Identifier
     amount: Money
     currency: Annotated[str, Field(min_length=3, max_length=3)]
+    payment_token: Secret | None = None
 
 
 class PaymentCharged(Reply):

@@ -93,6 +93,7 @@ def build(
                     customer_id=d.order.customer_id,
                     amount=d.order.total,
                     currency=d.order.currency,
+                    payment_token=d.order.payment_token,
                 ),
                 succeeds_on=(PaymentCharged,),
                 fails_on=(PaymentDeclined,),

@@ -18,6 +18,7 @@ from bus_orchestrator.core.messages import (
     Message,
     MessageKind,
     Reply,
+    Secret,
 )
 from bus_orchestrator.core.state import (
     Phase,
@@ -49,6 +50,7 @@ __all__ = [
     "SagaDefinition",
     "SagaInstance",
     "SagaStatus",
+    "Secret",
     "Step",
     "StepRecord",
     "StepStatus",

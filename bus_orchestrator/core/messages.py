@@ -10,9 +10,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer, SecretStr, SerializationInfo
+
+REDACTED = "**********"
+REDACT_SECRETS = {"redact_secrets": True}
+"""Serialization context under which ``Secret`` fields come out masked (audit history)."""
+
+
+def _secret_value(value: SecretStr, info: SerializationInfo) -> str:
+    context = info.context
+    if isinstance(context, dict) and context.get("redact_secrets"):
+        return REDACTED
+    return value.get_secret_value()
+
+
+Secret = Annotated[SecretStr, PlainSerializer(_secret_value, return_type=str, when_used="json")]
+"""Message content marked secret: sent in clear to whoever needs it (the JSON on the wire),
+masked everywhere else: ``repr``, logs, span attributes, and the saga's audit history."""
 
 
 class MessageKind(StrEnum):

@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, w
 
 from bus_orchestrator.core.decide import Decision, Inbound, TimerFired, decide
 from bus_orchestrator.core.definition import SagaDefinition
-from bus_orchestrator.core.messages import ContractRegistry, Event, Reply
+from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
 from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus
 from bus_orchestrator.errors import (
     ConcurrencyConflictError,
@@ -429,7 +429,7 @@ class Coordinator:
                     causation_id=out.causation_id,
                     outcome="queued",
                     note="",
-                    payload=out.payload.model_dump(mode="json"),
+                    payload=out.payload.model_dump(mode="json", context=REDACT_SECRETS),
                     at=now,
                 )
             )
@@ -506,6 +506,6 @@ def _entry_in(
         causation_id=message.causation_id,
         outcome=outcome,
         note=note,
-        payload=message.payload.model_dump(mode="json"),
+        payload=message.payload.model_dump(mode="json", context=REDACT_SECRETS),
         at=now,
     )

@@ -121,3 +121,19 @@ def test_schema_errors_name_the_field_but_not_the_value() -> None:
         decode(raw, REGISTRY, 10_000)
     assert "reason" in caught.value.detail
     assert "hunter2" not in caught.value.detail
+
+
+def test_secret_content_travels_in_clear_but_is_masked_elsewhere() -> None:
+    from bus_orchestrator.core.messages import REDACT_SECRETS
+    from contracts import ChargePayment
+
+    command = ChargePayment(
+        order_id="o", customer_id="c", amount="1.00", currency="EUR", payment_token="tok-123"
+    )
+    out = encode(message_id="m", payload=command, exchange="x", source="s", time=T)
+    assert b"tok-123" in out.body  # the adapter needs it
+    inbound = decode(RawMessage(out.body, out.headers, out.content_type), REGISTRY, 10_000)
+    assert "tok-123" not in repr(inbound) and "tok-123" not in str(inbound.payload)
+    assert inbound.payload.model_dump(mode="json", context=REDACT_SECRETS)["payment_token"] == (
+        "**********"
+    )
