@@ -279,6 +279,8 @@ class Coordinator:
                 # The step this message was about: the one awaited before it, if any.
                 attributes = saga_attributes(after or before, current_step(before))
                 span.set_attributes(attributes)
+                if loaded is first.loaded:  # it ran before its span opened: record it now
+                    self._past_db_span("load saga", "SELECT", span, first, attributes)
                 if after is not None and after.phase is Phase.COMPENSATION:
                     span.set_attribute("saga.compensation", True)
                 saga = after or before
@@ -322,14 +324,6 @@ class Coordinator:
                 message.correlation_id if isinstance(message, Inbound) else None,
             )
         span = self._tracer.start_span(name, parent, kind, attributes, links, start_time=started)
-        load = self._tracer.start_span(
-            "load saga",
-            trace.set_span_in_context(span),
-            SpanKind.CLIENT,
-            {**_db_attributes("SELECT"), **saga_attributes(first.loaded.instance)},
-            start_time=first.started_ns,
-        )
-        load.end(end_time=first.ended_ns)
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=False):
                 yield span
@@ -339,6 +333,18 @@ class Coordinator:
             raise
         finally:
             span.end()
+
+    def _past_db_span(
+        self, name: str, operation: str, parent: Span, timed: Timed, saga: dict[str, str]
+    ) -> None:
+        past = self._tracer.start_span(
+            name,
+            trace.set_span_in_context(parent),
+            SpanKind.CLIENT,
+            {**_db_attributes(operation), **saga},
+            start_time=timed.started_ns,
+        )
+        past.end(end_time=timed.ended_ns)
 
     @contextmanager
     def _db_span(

@@ -69,6 +69,10 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
+WIRE_LOGGERS = ("aiormq", "aio_pika", "pamqp")
+"""Libraries whose DEBUG lines carry message bodies."""
+
+
 def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> None:
     """Send the root logger's lines to ``stream`` (stderr) at ``level`` (like ``"info"``).
 
@@ -96,6 +100,10 @@ def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> 
     handler.addFilter(ContextFilter())
     root.addHandler(handler)
     root.setLevel(levelno)
+    # The AMQP client logs whole frames at DEBUG, message bodies included: message content
+    # (secrets too) must not reach the logs, so its loggers never go below INFO.
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(max(levelno, logging.INFO))
 
 
 class _BusHandler(logging.StreamHandler[TextIO]):

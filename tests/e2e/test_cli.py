@@ -4,89 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pika
 import pytest
 
 from bus_orchestrator.config import Settings
 from tests.conftest import TestBus
+from tests.e2e.processes import WORK_QUEUES, Processes, cli, wait_for_consumers
 
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "bus_orchestrator"]
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
-    env.update(
-        BUS_AMQP_URL=settings.amqp_url,
-        BUS_DATABASE_URL=settings.database_url,
-        BUS_DATABASE_SCHEMA=settings.database_schema,
-        BUS_EXCHANGE_PREFIX=settings.exchange_prefix,
-        BUS_TIMER_POLL_SECONDS="0.1",
-    )
-    env.update(extra)
-    return env
-
-
-async def cli(settings: Settings, *args: str, **extra: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        env=env_for(settings, **extra),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def consumers(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
-    channel = await connection.channel()
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.consumer_count or 0
-    except aio_pika.exceptions.ChannelClosed:
-        return 0
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-
-
-class Processes:
-    def __init__(self) -> None:
-        self.running: list[asyncio.subprocess.Process] = []
-
-    async def start(self, settings: Settings, *args: str) -> asyncio.subprocess.Process:
-        process = await asyncio.create_subprocess_exec(
-            *CLI,
-            *args,
-            env=env_for(settings),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        self.running.append(process)
-        return process
-
 
 @pytest.fixture
-async def processes() -> AsyncIterator[Processes]:
-    procs = Processes()
+async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
+    procs = Processes(tmp_path)
     try:
         yield procs
     finally:
-        for process in procs.running:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        await procs.kill_all()
 
 
 def publish_with_pika(url: str, exchange: str, body: dict[str, Any]) -> None:
@@ -142,15 +81,7 @@ async def test_cli_end_to_end(
     coordinator = await processes.start(settings, "run")
     adapters = await processes.start(settings, "adapters")
     topology = bus.topology
-    for _ in range(150):
-        counts = [
-            await consumers(bus.connection, topology.queue(q))
-            for q in ("coordinator", "adapter.inventory", "adapter.payments", "adapter.shipping")
-        ]
-        if all(counts):
-            break
-        await asyncio.sleep(0.2)
-    assert all(counts), counts
+    await wait_for_consumers(bus.connection, settings, WORK_QUEUES)
 
     # a foreign client starts one saga ...
     event = {
@@ -212,9 +143,7 @@ async def test_cli_end_to_end(
 
     # SIGTERM: both stop cleanly, and promptly
     for process in (coordinator, adapters):
-        process.send_signal(signal.SIGTERM)
-    for process in (coordinator, adapters):
-        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert await processes.stop(process) == 0
 
 
 async def test_unknown_saga_and_bad_publish_are_clear_errors(

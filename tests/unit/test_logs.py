@@ -230,3 +230,12 @@ def test_configure_rejects_unknown_values(level: str, fmt: str, captured: Captur
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+def test_debug_never_reaches_the_amqp_client_whose_debug_lines_carry_message_bodies(
+    captured: Captured,
+) -> None:
+    configure_logging("debug", "json", stream=captured.stream)
+    logging.getLogger("aiormq.connection").debug("frame body: secret")
+    logging.getLogger("bus_orchestrator.runtime").debug("engine detail")
+    assert [r["message"] for r in captured.records()] == ["engine detail"]
