@@ -56,10 +56,10 @@ from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import (
     SAGA_HEADERS,
     extract,
-    inject,
     messaging_attributes,
     record_error,
     saga_attributes_from_headers,
+    send_traced,
 )
 from bus_orchestrator.transport.codec import RawMessage, decode, encode
 from bus_orchestrator.transport.consumer import DeadLetter, Verdict
@@ -212,25 +212,9 @@ class CommandProcessor:
     async def _send(self, reply: OutboxMessage, command_headers: Mapping[str, Any]) -> None:
         """Publish a reply under a PRODUCER span; it carries the command's saga headers."""
         headers = {**reply.headers, **saga_headers_of(command_headers)}
-        attributes: dict[str, str | bool] = {
-            **messaging_attributes(
-                "send",
-                reply.exchange,
-                reply.routing_key,
-                reply.message_id,
-                reply.correlation_id,
-            ),
-            **saga_attributes_from_headers(headers),
-        }
-        with self._tracer.start_as_current_span(
-            f"send {reply.exchange}", kind=SpanKind.PRODUCER, attributes=attributes
-        ) as span:
-            inject(headers)
-            try:
-                await self._publisher.publish(dataclasses.replace(reply, headers=headers))
-            except Exception as exc:
-                record_error(span, type(exc).__qualname__, str(exc))
-                raise
+        await send_traced(
+            self._tracer, self._publisher, dataclasses.replace(reply, headers=headers)
+        )
 
     async def _call(self, command: Command, ctx: CommandContext) -> Reply | Verdict | DeadLetter:
         policy = self.adapter.retry

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import Message
 from bus_orchestrator.runtime.service import connect_broker
-from bus_orchestrator.telemetry.tracing import inject, messaging_attributes
+from bus_orchestrator.telemetry.tracing import send_traced
 from bus_orchestrator.transport.codec import encode
 from bus_orchestrator.transport.publisher import AmqpPublisher
 from bus_orchestrator.transport.topology import Topology
@@ -55,19 +54,7 @@ class EventPublisher:
             time=datetime.now(UTC),
             correlation_id=publication.correlation_id,
         )
-        attributes = messaging_attributes(
-            "send",
-            message.exchange,
-            message.routing_key,
-            message.message_id,
-            message.correlation_id,
-        )
-        with self._tracer.start_as_current_span(
-            f"send {message.exchange}", kind=SpanKind.PRODUCER, attributes=attributes
-        ):
-            headers = dict(message.headers)
-            inject(headers)
-            await self._publisher.publish(dataclasses.replace(message, headers=headers))
+        await send_traced(self._tracer, self._publisher, message)
 
 
 @asynccontextmanager

@@ -11,24 +11,15 @@ same message id, which every consumer here deduplicates.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from datetime import timedelta
 
-from opentelemetry.trace import SpanKind
-
 from bus_orchestrator.errors import BusOrchestratorError
 from bus_orchestrator.ports import Outbox, PendingPublish, Publisher
 from bus_orchestrator.telemetry.setup import Telemetry
-from bus_orchestrator.telemetry.tracing import (
-    extract,
-    inject,
-    messaging_attributes,
-    record_error,
-    saga_attributes_from_headers,
-)
+from bus_orchestrator.telemetry.tracing import extract, send_traced
 
 log = logging.getLogger(__name__)
 
@@ -118,31 +109,8 @@ class OutboxRelay:
 
     async def _publish(self, row: PendingPublish) -> None:
         """Publish under a PRODUCER span, child of the work that committed the row."""
-        message = row.message
-        headers = dict(message.headers)
-        attributes: dict[str, str | bool] = {
-            **messaging_attributes(
-                "send",
-                message.exchange,
-                message.routing_key,
-                message.message_id,
-                message.correlation_id,
-            ),
-            **saga_attributes_from_headers(headers),
-        }
-        with self._telemetry.tracer.start_as_current_span(
-            f"send {message.exchange}",
-            extract(headers),
-            SpanKind.PRODUCER,
-            attributes,
-            record_exception=True,
-        ) as span:
-            inject(headers)  # the consumer's span becomes a child of this one
-            try:
-                await self._publisher.publish(dataclasses.replace(message, headers=headers))
-            except Exception as exc:
-                record_error(span, type(exc).__qualname__, str(exc))
-                raise
+        parent = extract(row.message.headers)
+        await send_traced(self._telemetry.tracer, self._publisher, row.message, parent)
 
     async def _flush_marks(self) -> None:
         if not self._confirmed:

@@ -13,15 +13,17 @@ message behind it (a timeout) or a message from another trace (a cancellation) j
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanContext, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from bus_orchestrator.core.state import SagaInstance
+from bus_orchestrator.ports import OutboxMessage, Publisher
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -153,3 +155,36 @@ def record_error(span: Span, error_type: str, description: str = "") -> None:
     """Mark a span failed the way the conventions ask: ``error.type`` and an error status."""
     span.set_attribute("error.type", error_type)
     span.set_status(StatusCode.ERROR, description[:500])
+
+
+async def send_traced(
+    tracer: Tracer,
+    publisher: Publisher,
+    message: OutboxMessage,
+    parent: Context | None = None,
+) -> None:
+    """Publish under a PRODUCER span ``send <exchange>`` whose context the message carries.
+
+    ``parent`` defaults to the current context; the relay passes the context stored with
+    the outbox row, so the span is a child of the work that committed it.
+    """
+    headers = dict(message.headers)
+    attributes: dict[str, str | bool] = {
+        **messaging_attributes(
+            "send",
+            message.exchange,
+            message.routing_key,
+            message.message_id,
+            message.correlation_id,
+        ),
+        **saga_attributes_from_headers(headers),
+    }
+    with tracer.start_as_current_span(
+        f"send {message.exchange}", parent, SpanKind.PRODUCER, attributes
+    ) as span:
+        inject(headers)  # the consumer's span becomes a child of this one
+        try:
+            await publisher.publish(dataclasses.replace(message, headers=headers))
+        except Exception as exc:
+            record_error(span, type(exc).__qualname__, str(exc))
+            raise

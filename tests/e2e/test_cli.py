@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pika
@@ -17,15 +15,6 @@ from tests.conftest import TestBus
 from tests.e2e.processes import WORK_QUEUES, Processes, cli, wait_for_consumers
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        await procs.kill_all()
 
 
 def publish_with_pika(url: str, exchange: str, body: dict[str, Any]) -> None:

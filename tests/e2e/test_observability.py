@@ -11,7 +11,6 @@ import json
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,15 +51,6 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
         yield otlp
     finally:
         otlp.stop()
-
-
-@pytest.fixture
-async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        await procs.kill_all()
 
 
 def otel(receiver: OtlpReceiver, service: str, **extra: str) -> dict[str, str]:
