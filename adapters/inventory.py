@@ -85,7 +85,7 @@ def inventory_adapter(system: FakeInventory, *, retry: RetryPolicy | None = None
     """The ``inventory`` adapter: ``ReserveStock`` and ``ReleaseStock`` on ``system``."""
     adapter = Adapter("inventory", REGISTRY, retry=retry)
 
-    @adapter.handles(ReserveStock)
+    @adapter.handles(ReserveStock, replies=(StockReserved, StockUnavailable))
     async def reserve(
         command: ReserveStock, ctx: CommandContext
     ) -> StockReserved | StockUnavailable:
@@ -99,7 +99,7 @@ def inventory_adapter(system: FakeInventory, *, retry: RetryPolicy | None = None
             )
         return StockReserved(order_id=command.order_id, reservation_id=result.reservation_id)
 
-    @adapter.handles(ReleaseStock)
+    @adapter.handles(ReleaseStock, replies=(StockReleased,))
     async def release(command: ReleaseStock, ctx: CommandContext) -> StockReleased:
         released = system.release(ctx.idempotency_key, command.order_id, command.reservation_id)
         return StockReleased(order_id=command.order_id, reservation_id=released)

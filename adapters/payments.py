@@ -87,7 +87,7 @@ def payments_adapter(system: FakePaymentGateway, *, retry: RetryPolicy | None = 
     """The ``payments`` adapter: ``ChargePayment`` and ``RefundPayment`` on ``system``."""
     adapter = Adapter("payments", REGISTRY, retry=retry)
 
-    @adapter.handles(ChargePayment)
+    @adapter.handles(ChargePayment, replies=(PaymentCharged, PaymentDeclined))
     async def charge(
         command: ChargePayment, ctx: CommandContext
     ) -> PaymentCharged | PaymentDeclined:
@@ -105,7 +105,7 @@ def payments_adapter(system: FakePaymentGateway, *, retry: RetryPolicy | None = 
             currency=result.currency,
         )
 
-    @adapter.handles(RefundPayment)
+    @adapter.handles(RefundPayment, replies=(PaymentRefunded,))
     async def refund(command: RefundPayment, ctx: CommandContext) -> PaymentRefunded:
         refunded = system.refund(ctx.idempotency_key, command.order_id, command.payment_id)
         return PaymentRefunded(order_id=command.order_id, payment_id=refunded)

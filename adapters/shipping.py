@@ -56,7 +56,7 @@ def shipping_adapter(system: FakeCarrier, *, retry: RetryPolicy | None = None) -
     """The ``shipping`` adapter: ``CreateShipment`` on ``system``."""
     adapter = Adapter("shipping", REGISTRY, retry=retry)
 
-    @adapter.handles(CreateShipment)
+    @adapter.handles(CreateShipment, replies=(ShipmentCreated, ShipmentRejected))
     async def create(
         command: CreateShipment, ctx: CommandContext
     ) -> ShipmentCreated | ShipmentRejected:

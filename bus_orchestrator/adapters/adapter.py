@@ -105,19 +105,35 @@ class Adapter:
         self.retry = retry or RetryPolicy()
         self.source = source or f"urn:bus-orchestrator:adapter:{name}"
         self._handlers: dict[str, _AnyHandler] = {}
+        self._replies: dict[str, tuple[type[Reply], ...]] = {}
 
-    def handles(self, model: type[C]) -> Callable[[CommandHandler[C, R]], CommandHandler[C, R]]:
-        """Decorator registering the handler of ``model``; returns the handler unchanged."""
+    def handles(
+        self, model: type[C], *, replies: tuple[type[Reply], ...] = ()
+    ) -> Callable[[CommandHandler[C, R]], CommandHandler[C, R]]:
+        """Decorator registering the handler of ``model``; returns the handler unchanged.
+
+        ``replies`` declares the reply types the handler may return: they are documented in
+        the contracts, and any other reply is refused as a handler error.
+        """
 
         def decorate(handler: CommandHandler[C, R]) -> CommandHandler[C, R]:
-            self.register(model, handler)
+            self.register(model, handler, replies=replies)
             return handler
 
         return decorate
 
-    def register(self, model: type[C], handler: CommandHandler[C, R]) -> None:
+    def register(
+        self,
+        model: type[C],
+        handler: CommandHandler[C, R],
+        *,
+        replies: tuple[type[Reply], ...] = (),
+    ) -> None:
         """Register ``handler`` for the commands of ``model`` (the non-decorator form)."""
         message_type = model.message_type
+        for reply in replies:
+            if reply.kind is not MessageKind.REPLY:
+                raise DefinitionError(f"{reply.__name__} is not a reply")
         contract = self.registry.get(message_type)
         if contract is None or contract.model is not model:
             raise DefinitionError(f"{message_type!r} is not in the adapter's contract registry")
@@ -132,11 +148,16 @@ class Adapter:
             return await handler(command, ctx)
 
         self._handlers[message_type] = call
+        self._replies[message_type] = replies
 
     @property
     def command_types(self) -> tuple[str, ...]:
         """The command types this adapter handles, sorted."""
         return tuple(sorted(self._handlers))
+
+    def reply_models(self, command_type: str) -> tuple[type[Reply], ...]:
+        """The reply types declared for ``command_type`` (empty when none were declared)."""
+        return self._replies.get(command_type, ())
 
     def handles_type(self, command_type: str) -> bool:
         """Whether a handler is registered for ``command_type``."""
@@ -152,5 +173,11 @@ class Adapter:
         if not isinstance(result, Reply):
             raise TypeError(
                 f"handler of {command.message_type} returned {type(result).__name__}, not a Reply"
+            )
+        declared = self._replies.get(command.message_type, ())
+        if declared and not isinstance(result, declared):
+            raise TypeError(
+                f"handler of {command.message_type} returned {result.message_type}, "
+                f"which it does not declare ({', '.join(r.message_type for r in declared)})"
             )
         return result

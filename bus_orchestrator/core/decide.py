@@ -24,6 +24,7 @@ from bus_orchestrator.core.state import (
     command_id_for,
     saga_id_for,
 )
+from bus_orchestrator.errors import DefinitionError
 
 TIMER_MESSAGE_TYPE = "bus.saga_timer_fired"
 
@@ -90,6 +91,15 @@ class Decision:
         return self.instance.deadline if self.instance is not None else None
 
 
+def _checked(command: Command, declared: type[Command] | None, step: str) -> Command:
+    if declared is not None and not isinstance(command, declared):
+        raise DefinitionError(
+            f"step {step} declares it sends {declared.message_type}, "
+            f"but built {command.message_type}"
+        )
+    return command
+
+
 def _ignored(note: str) -> Decision:
     return Decision(Outcome.IGNORED, note)
 
@@ -123,7 +133,7 @@ class _Decider:
     def begin_step(
         self, instance: SagaInstance, data: BaseModel, step: Step[Any], outcome: Outcome, note: str
     ) -> Decision:
-        command = step.command(data)
+        command = _checked(step.command(data), step.sends, step.name)
         index = len(instance.steps)
         command_id = command_id_for(instance.saga_id, index, Phase.FORWARD)
         record = StepRecord(
@@ -188,7 +198,7 @@ class _Decider:
         record = instance.steps[index]
         step = self.definition.step(record.name)
         assert step.compensation is not None  # noqa: S101 - filtered by compensate()
-        command = step.compensation(data)
+        command = _checked(step.compensation(data), step.compensation_sends, step.name)
         command_id = command_id_for(instance.saga_id, index, Phase.COMPENSATION)
         new = self.save(
             instance,
@@ -239,7 +249,7 @@ def decide(
         return _on_timer(d, instance, message)
 
     payload = message.payload
-    if isinstance(payload, definition.started_by):
+    if isinstance(payload, definition.start_types):
         if instance is not None:
             return _ignored(f"saga already exists and is {instance.status}")
         return _start(d, message)

@@ -61,6 +61,10 @@ class Step(Generic[D]):
     max_attempts: int = 1
     compensation_max_attempts: int = 3
     next: Callable[[D, Reply], str | None] | None = None
+    sends: type[Command] | None = None
+    """The command model ``command`` builds: declared, so contracts can be documented and
+    the built command checked."""
+    compensation_sends: type[Command] | None = None
 
     def reply_types(self) -> set[type[Reply]]:
         return {
@@ -97,7 +101,8 @@ class SagaDefinition(Generic[D, S]):
 
     name: str
     data_model: type[D]
-    started_by: type[S]
+    started_by: type[S] | tuple[type[S], ...]
+    """The start event, or several (say ``.v1`` and ``.v2`` while publishers migrate)."""
     correlate: Callable[[S], str]
     initial_data: Callable[[S], D]
     steps: Sequence[Step[D]]
@@ -123,9 +128,21 @@ class SagaDefinition(Generic[D, S]):
             for reply in step.reply_types():
                 if reply.kind is not MessageKind.REPLY:
                     raise DefinitionError(f"step {step.name!r}: {reply.__name__} is not a reply")
-        reacted = [r.event.message_type for r in self.reactions]
-        if self.started_by.message_type in reacted or len(set(reacted)) != len(reacted):
+            for declared in (step.sends, step.compensation_sends):
+                if declared is not None and declared.kind is not MessageKind.COMMAND:
+                    raise DefinitionError(f"step {step.name!r}: {declared.__name__} is no command")
+        if not self.start_types:
+            raise DefinitionError(f"saga {self.name!r} has no start event")
+        handled = [t.message_type for t in self.start_types] + [
+            r.event.message_type for r in self.reactions
+        ]
+        if len(set(handled)) != len(handled):
             raise DefinitionError(f"saga {self.name!r}: an event type is handled twice")
+
+    @property
+    def start_types(self) -> tuple[type[S], ...]:
+        started = self.started_by
+        return started if isinstance(started, tuple) else (started,)
 
     def step(self, name: str) -> Step[D]:
         for step in self.steps:
@@ -146,19 +163,23 @@ class SagaDefinition(Generic[D, S]):
         return {r.message_type for s in self.steps for r in s.reply_types()}
 
     def event_types(self) -> set[str]:
-        return {self.started_by.message_type, *(r.event.message_type for r in self.reactions)}
+        return {
+            *(t.message_type for t in self.start_types),
+            *(r.event.message_type for r in self.reactions),
+        }
 
     def message_models(self) -> set[type[Message]]:
         """Every model this saga receives or sends whose type is known statically."""
-        models: set[type[Message]] = {self.started_by}
+        models: set[type[Message]] = set(self.start_types)
         models.update(r.event for r in self.reactions)
         for step in self.steps:
             models.update(step.reply_types())
+            models.update(m for m in (step.sends, step.compensation_sends) if m is not None)
         return models
 
     def correlation_of(self, event: Event) -> str:
         """The correlation id an event of this saga carries."""
-        if isinstance(event, self.started_by):
+        if isinstance(event, self.start_types):
             return self.correlate(event)
         reaction = self.reaction_for(event.message_type)
         if reaction is None:

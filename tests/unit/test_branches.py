@@ -208,3 +208,44 @@ def test_inconsistent_definitions_are_refused(label: str, steps: tuple[Step[Data
             initial_data=lambda e: Data(applicant=e.applicant),
             steps=steps,
         )
+
+
+class AppliedV2(Event):
+    message_type: ClassVar[str] = "tests.applied.v2"
+    applicant: str
+    channel: str
+
+
+def test_a_saga_can_be_started_by_two_versions_of_its_event() -> None:
+    both = SagaDefinition(
+        name="onboarding2",
+        data_model=Data,
+        started_by=(Applied, AppliedV2),
+        correlate=lambda e: e.applicant,
+        initial_data=lambda e: Data(applicant=e.applicant),
+        steps=SAGA.steps[1:2],
+    )
+    for event in (Applied(applicant="a"), AppliedV2(applicant="b", channel="web")):
+        decision = decide(both, None, Inbound("x", event, event.applicant), T0)
+        assert decision.outcome is Outcome.STARTED
+    assert both.event_types() == {"tests.applied.v1", "tests.applied.v2"}
+
+
+def test_a_step_that_builds_another_command_than_it_declares_is_caught() -> None:
+    wrong = SagaDefinition(
+        name="wrong",
+        data_model=Data,
+        started_by=Applied,
+        correlate=lambda e: e.applicant,
+        initial_data=lambda e: Data(applicant=e.applicant),
+        steps=(
+            Step(
+                name="review",
+                command=lambda d: Welcome(applicant=d.applicant),
+                succeeds_on=(Reviewed,),
+                sends=Review,
+            ),
+        ),
+    )
+    with pytest.raises(DefinitionError, match="declares it sends tests.review.v1"):
+        decide(wrong, None, Inbound("x", Applied(applicant="a"), "a"), T0)
