@@ -39,6 +39,14 @@ class MessageKind(StrEnum):
     REPLY = "reply"
 
 
+EXCHANGES: dict[MessageKind, str] = {
+    MessageKind.EVENT: "bus.events",
+    MessageKind.COMMAND: "bus.commands",
+    MessageKind.REPLY: "bus.replies",
+}
+"""The exchange each kind of message travels on (before any deployment prefix)."""
+
+
 class Message(BaseModel):
     """Base of every message model: frozen, and strict about unknown fields on input."""
 
@@ -74,6 +82,15 @@ class Contract:
     model: type[Message]
     kind: MessageKind
     version: int
+
+    @property
+    def exchange(self) -> str:
+        return EXCHANGES[self.kind]
+
+    @property
+    def family(self) -> str:
+        """The type without its version: ``orders.order_placed`` for ``...order_placed.v2``."""
+        return self.message_type.rsplit(".", 1)[0]
 
 
 def _version_of(message_type: str) -> int:

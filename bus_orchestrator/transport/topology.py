@@ -19,7 +19,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
 from pamqp.common import FieldTable
 
-from bus_orchestrator.core.messages import MessageKind
+from bus_orchestrator.core.messages import EXCHANGES, MessageKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +29,15 @@ class Topology:
 
     @property
     def events(self) -> str:
-        return f"{self.prefix}bus.events"
+        return self.prefix + EXCHANGES[MessageKind.EVENT]
 
     @property
     def commands(self) -> str:
-        return f"{self.prefix}bus.commands"
+        return self.prefix + EXCHANGES[MessageKind.COMMAND]
 
     @property
     def replies(self) -> str:
-        return f"{self.prefix}bus.replies"
+        return self.prefix + EXCHANGES[MessageKind.REPLY]
 
     @property
     def dead(self) -> str:

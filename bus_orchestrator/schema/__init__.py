@@ -1,0 +1,1 @@
+"""Contracts for people: JSON Schema per message, the AsyncAPI document, compatibility."""
