@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, SpanKind
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from bus_orchestrator.core.decide import Decision, Inbound, TimerFired, decide
@@ -128,6 +128,8 @@ class Coordinator:
         self._max_bytes = max_message_bytes
         self._telemetry = telemetry or Telemetry.disabled()
         self._tracer = self._telemetry.tracer
+        # With tracing off, skip the span bookkeeping altogether: it is on the hot path.
+        self._tracing = not isinstance(self._tracer, NoOpTracer)
         self._metrics = self._telemetry.metrics
         self._stopping = False
         self._events: dict[str, list[SagaDefinition[Any, Any]]] = {}
@@ -153,7 +155,8 @@ class Coordinator:
 
     async def handle(self, raw: RawMessage) -> Verdict | DeadLetter:
         """Handle one delivery; the consumer settles it by the verdict."""
-        delivery = Delivery(raw.exchange, raw.routing_key, extract(raw.headers), time.time_ns())
+        context = extract(raw.headers) if self._tracing else Context()
+        delivery = Delivery(raw.exchange, raw.routing_key, context, time.time_ns())
         try:
             inbound = decode(raw, self._registry, self._max_bytes)
         except InvalidMessageError as exc:
@@ -264,7 +267,7 @@ class Coordinator:
             before = first.loaded.instance
             for _ in range(MAX_CONFLICTS):
                 if loaded is None:
-                    with self._db_span("load saga", "SELECT", saga_attributes(before)):
+                    with self._db_span("load saga", "SELECT", before):
                         loaded = await self._store.load(consumer, message.message_id, key)
                 before = loaded.instance
                 if loaded.seen:
@@ -273,25 +276,26 @@ class Coordinator:
                 now = self._clock()
                 decision = decide(definition, before, message, now)
                 after = decision.instance
-                if after is not None and before is None:
-                    after = after.model_copy(update={"trace_context": carrier_of(span)})
-                    decision = dataclasses.replace(decision, instance=after)
-                # The step this message was about: the one awaited before it, if any.
-                attributes = saga_attributes(after or before, current_step(before))
-                span.set_attributes(attributes)
-                if loaded is first.loaded:  # it ran before its span opened: record it now
-                    self._past_db_span("load saga", "SELECT", span, first, attributes)
-                if after is not None and after.phase is Phase.COMPENSATION:
-                    span.set_attribute("saga.compensation", True)
                 saga = after or before
+                if span.is_recording():
+                    if after is not None and before is None:
+                        after = after.model_copy(update={"trace_context": carrier_of(span)})
+                        decision = dataclasses.replace(decision, instance=after)
+                    # The step this message was about: the one awaited before it, if any.
+                    span.set_attributes(saga_attributes(saga, current_step(before)))
+                    if loaded is first.loaded:  # it ran before its span opened: record it now
+                        self._past_db_span("load saga", "SELECT", span, first, saga)
+                    if after is not None and after.phase is Phase.COMPENSATION:
+                        span.set_attribute("saga.compensation", True)
                 with bind_saga(saga.saga_id) if saga else nullcontext():
                     change = self._change(consumer, message, before, decision, now)
-                    with self._db_span("commit saga", "WITH", attributes):
+                    with self._db_span("commit saga", "WITH", saga):
                         committed = await self._store.commit(change)
                     if committed.result is CommitResult.COMMITTED:
                         self._relay.submit(committed.outbox)
                         self._observe(decision, before)
-                        span.set_attribute("saga.outcome", str(decision.outcome))
+                        if span.is_recording():
+                            span.set_attribute("saga.outcome", str(decision.outcome))
                         return
                 if committed.result is CommitResult.DUPLICATE:
                     self._duplicate(span, message)
@@ -304,6 +308,9 @@ class Coordinator:
         self, message: Inbound | TimerFired, delivery: Delivery | None, first: Timed
     ) -> Iterator[Span]:
         """The span of one message's work on one saga, in the saga's trace."""
+        if not self._tracing:
+            yield INVALID_SPAN
+            return
         stored = first.loaded.instance.trace_context if first.loaded.instance else None
         if delivery is None:  # a timer: no message behind it
             parent, links = parent_for(None, stored)
@@ -335,24 +342,26 @@ class Coordinator:
             span.end()
 
     def _past_db_span(
-        self, name: str, operation: str, parent: Span, timed: Timed, saga: dict[str, str]
+        self, name: str, operation: str, parent: Span, timed: Timed, saga: SagaInstance | None
     ) -> None:
         past = self._tracer.start_span(
             name,
             trace.set_span_in_context(parent),
             SpanKind.CLIENT,
-            {**_db_attributes(operation), **saga},
+            {**_db_attributes(operation), **saga_attributes(saga)},
             start_time=timed.started_ns,
         )
         past.end(end_time=timed.ended_ns)
 
     @contextmanager
     def _db_span(
-        self, name: str, operation: str, saga: dict[str, str] | None = None
+        self, name: str, operation: str, saga: SagaInstance | None = None
     ) -> Iterator[None]:
-        with self._tracer.start_as_current_span(
-            name, kind=SpanKind.CLIENT, attributes={**_db_attributes(operation), **(saga or {})}
-        ):
+        if not self._tracing:
+            yield
+            return
+        attributes = {**_db_attributes(operation), **saga_attributes(saga)}
+        with self._tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
             yield
 
     def _trace_refusal(
@@ -422,7 +431,8 @@ class Coordinator:
             )
             # The relay's send span is a child of this work, and the adapters see the saga.
             headers = dict(message_out.headers)
-            inject(headers)
+            if self._tracing:
+                inject(headers)
             compensation = after is not None and after.phase is Phase.COMPENSATION
             headers.update(saga_headers(saga_attributes(after), compensation))
             outbox.append(dataclasses.replace(message_out, headers=headers))

@@ -19,7 +19,15 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import (
+    Link,
+    NoOpTracer,
+    Span,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    Tracer,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from bus_orchestrator.core.state import SagaInstance
@@ -166,8 +174,12 @@ async def send_traced(
     """Publish under a PRODUCER span ``send <exchange>`` whose context the message carries.
 
     ``parent`` defaults to the current context; the relay passes the context stored with
-    the outbox row, so the span is a child of the work that committed it.
+    the outbox row, so the span is a child of the work that committed it. With tracing
+    off, it just publishes.
     """
+    if isinstance(tracer, NoOpTracer):
+        await publisher.publish(message)
+        return
     headers = dict(message.headers)
     attributes: dict[str, str | bool] = {
         **messaging_attributes(
