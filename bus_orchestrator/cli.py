@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -39,6 +40,10 @@ T = TypeVar("T")
 app = typer.Typer(help="Saga orchestration over RabbitMQ, with saga state in Postgres.")
 sagas_app = typer.Typer(help="Query saga state.")
 app.add_typer(sagas_app, name="sagas")
+contracts_app = typer.Typer(help="The message contracts: AsyncAPI, JSON Schema, compatibility.")
+app.add_typer(contracts_app, name="contracts")
+
+CONTRACTS_TITLE = "bus-orchestrator example domain: order-to-cash"
 console = Console()
 errors = Console(stderr=True)
 
@@ -302,6 +307,65 @@ def _print_saga(view: dict[str, Any]) -> None:
             f"  {entry['at']} {entry['direction']:>3} {entry['message_type']} "
             f"{entry['message_id']} {entry['outcome']} {entry['note']}"
         )
+
+
+def _contracts_dir() -> Path:
+    import contracts
+
+    return Path(contracts.__file__).resolve().parent
+
+
+@contracts_app.command("export")
+def contracts_export(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="default: the contracts/ package folder")
+    ] = None,
+) -> None:
+    """Write asyncapi.yaml and one JSON Schema per message type (deterministic)."""
+    from adapters import example_adapters
+    from bus_orchestrator import __version__
+    from bus_orchestrator.schema.export import export_contracts
+    from bus_orchestrator.schema.participants import participants_from
+    from contracts import REGISTRY
+    from sagas import all_sagas
+
+    target = out or _contracts_dir()
+    participants = participants_from(all_sagas(), example_adapters())
+    written = export_contracts(
+        REGISTRY, participants, target, title=CONTRACTS_TITLE, version=__version__
+    )
+    console.print(f"wrote {len(written)} files to {target}")
+
+
+@contracts_app.command("check")
+def contracts_check(
+    against: Annotated[
+        str, typer.Option("--against", help="a git ref (e.g. origin/main, v0.1.0) or a folder")
+    ],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Compare the contracts with those at a git ref or in a saved snapshot folder.
+
+    Exits 1 when a message type changed incompatibly within its version (a removed field,
+    a new required field, a changed type, a narrowed enum, ...); a new version is fine.
+    """
+    from bus_orchestrator.errors import ContractCheckError
+    from bus_orchestrator.schema.compat import breaking, compare, load_baseline, report, report_json
+    from bus_orchestrator.schema.jsonschema import registry_schemas
+    from contracts import REGISTRY
+
+    repo = _contracts_dir().parent
+    try:
+        baseline = load_baseline(against, repo=repo)
+    except ContractCheckError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    changes = compare(baseline, registry_schemas(REGISTRY))
+    if as_json:
+        print(json.dumps(report_json(changes), indent=2))
+    else:
+        console.print(report(changes), markup=False, highlight=False)
+    raise typer.Exit(1 if breaking(changes) else 0)
 
 
 @app.command()

@@ -7,6 +7,8 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── StoreUnavailableError            Postgres is unreachable or timed out (retryable)
 ├── BrokerUnavailableError           RabbitMQ is unreachable or timed out (retryable)
 ├── SagaNotFoundError                no saga with that id or correlation id
+├── SchemaNotMigratedError           the database lacks migrations this version needs
+├── ContractCheckError               contracts cannot be compared (unknown ref, bad schema file)
 └── AdapterError                     raised by command handlers in an adapter
     ├── TransientAdapterError        the external system may succeed later (retryable)
     └── PermanentAdapterError        it will not; the command is dead-lettered
@@ -72,6 +74,10 @@ class SagaNotFoundError(BusOrchestratorError):
 
 class SchemaNotMigratedError(BusOrchestratorError):
     """The database schema lacks migrations this version needs."""
+
+
+class ContractCheckError(BusOrchestratorError):
+    """Contracts cannot be compared: an unknown git ref, no schemas there, a bad schema file."""
 
 
 class AdapterError(BusOrchestratorError):

@@ -247,5 +247,5 @@ def test_a_step_that_builds_another_command_than_it_declares_is_caught() -> None
             ),
         ),
     )
-    with pytest.raises(DefinitionError, match="declares it sends tests.review.v1"):
+    with pytest.raises(DefinitionError, match=r"declares it sends tests\.review\.v1"):
         decide(wrong, None, Inbound("x", Applied(applicant="a"), "a"), T0)

@@ -1,0 +1,331 @@
+"""The AsyncAPI 3.0 document of the bus: every message type, who sends it, who receives it.
+
+One channel per message type (its address is the routing key, its AMQP binding names the
+exchange), one operation per participant and message it sends or receives, and per message
+the binary-mode CloudEvents headers and the payload schema (pydantic's validation schema,
+so it describes what the engine accepts). The document is a plain ``dict`` built in a fixed
+order from sorted inputs, so serialising it gives the same bytes every time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bus_orchestrator.core.messages import Contract, ContractRegistry, MessageKind
+from bus_orchestrator.errors import DefinitionError
+from bus_orchestrator.schema.participants import Participant
+
+ASYNCAPI_VERSION = "3.0.0"
+AMQP_BINDING_VERSION = "0.3.0"
+CONTENT_TYPE = "application/json"
+TRACEPARENT_PATTERN = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+SCHEMA_REF = "#/components/schemas/{model}"
+PERSISTENT = 2
+
+WIRE_RULES = """\
+## Envelope
+
+Every message is a [CloudEvents 1.0](https://cloudevents.io) event over AMQP 0-9-1, in
+either content mode of the CloudEvents RabbitMQ binding:
+
+| mode | AMQP `content_type` | attributes | body |
+|---|---|---|---|
+| binary (what the engine sends) | `application/json` | headers `ce-id`, `ce-type`, \
+`ce-source`, `ce-specversion`, `ce-time`, ... | `data` as JSON |
+| structured | `application/cloudevents+json` | in the JSON body | the whole event as JSON, \
+`data` inside |
+
+Both modes are accepted on input. The `headers` of each message below describe binary mode;
+its `payload` is the event's `data` in either mode.
+
+- `id`, `type`, `source` and `specversion` (`1.0`) are required; a message without them is
+  refused, never filled in. `type` is the message type, and the routing key.
+- `correlationid` (extension): the saga's correlation key (e.g. an order id).
+- `causationid` (extension): the `id` of the message that caused this one.
+- AMQP properties mirror the attributes: `message_id` = `id`, `correlation_id` =
+  `correlationid`, `type` = `type`. Messages are persistent (delivery mode 2).
+- Optional headers: W3C `traceparent` / `tracestate` (continue the trace to make your work
+  part of the saga's trace) and, on commands the engine sends, `x-saga-id`, `x-saga-type`,
+  `x-saga-step`, `x-saga-status` and `x-saga-compensation` (informational; replies may echo
+  them).
+- Payloads are strict: unknown fields are refused. Money is a decimal string.
+
+## Exchanges
+
+Durable topic exchanges `bus.events` (business events), `bus.commands` (commands to
+adapters) and `bus.replies` (adapter replies), routing key = message type. Commands and
+replies nobody is bound to go to the fanout exchange `bus.unroutable`. Every exchange and
+queue name may carry a deployment prefix (`BUS_EXCHANGE_PREFIX`, e.g. `staging.bus.events`);
+the names in this document are unprefixed.
+
+## Replying to a command
+
+Do the work once per command `id` (a command can be delivered twice, and is resent with the
+same `id` when its reply is late), then publish one reply to `bus.replies` with routing key
+= reply type, `correlationid` = the command's `correlationid`, `causationid` = the command's
+`id`, and a reply `id` derived from the command `id`, so a re-sent reply is recognised as
+the same message.
+
+## Bad input and dead letters
+
+Malformed JSON, a body that is not a CloudEvent, missing required attributes, an unknown
+type, data that fails the contract or an oversized body is published to the fanout exchange
+`bus.dead` (queue `bus.dead`) with the original body and headers plus `x-dead-reason`
+(`malformed`, `not-a-cloudevent`, `missing-attributes`, `unknown-type`, `schema-violation`,
+`oversized`, `handler-error`), `x-dead-detail`, `x-original-exchange` and
+`x-original-routing-key`, then acknowledged. A message that keeps killing its consumer is
+dead-lettered after the queue's delivery limit.
+"""
+
+
+def channel_id(message_type: str) -> str:
+    """``orders.order_placed.v1`` -> ``ordersOrderPlacedV1``."""
+    first, *rest = [part for part in re.split(r"[^A-Za-z0-9]+", message_type) if part]
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _docstring(contract: Contract) -> tuple[str | None, str | None]:
+    # Read the class's own docstring: an undocumented model must not show its base's.
+    doc = contract.model.__dict__.get("__doc__")
+    if not doc:
+        return None, None
+    first, _, rest = inspect.cleandoc(doc).partition("\n")
+    return first.strip(), rest.strip() or None
+
+
+_PLURAL = {
+    MessageKind.EVENT: "Events",
+    MessageKind.COMMAND: "Commands",
+    MessageKind.REPLY: "Replies",
+}
+
+
+def _article(kind: MessageKind) -> str:
+    return "An" if kind is MessageKind.EVENT else "A"
+
+
+def _headers(contract: Contract) -> dict[str, Any]:
+    message_type = contract.message_type
+    properties: dict[str, Any] = {
+        "ce-id": {
+            "type": "string",
+            "minLength": 1,
+            "description": "CloudEvents `id`; also the AMQP `message_id`.",
+        },
+        "ce-type": {
+            "type": "string",
+            "const": message_type,
+            "description": "CloudEvents `type`; also the AMQP `type` and the routing key.",
+        },
+        "ce-source": {
+            "type": "string",
+            "minLength": 1,
+            "format": "uri-reference",
+            "description": "CloudEvents `source`: who produced the message.",
+        },
+        "ce-specversion": {"type": "string", "const": "1.0"},
+        "ce-time": {"type": "string", "format": "date-time"},
+        "ce-correlationid": {
+            "type": "string",
+            "description": "The saga's correlation key; also the AMQP `correlation_id`.",
+        },
+        "ce-causationid": {
+            "type": "string",
+            "description": "The `id` of the message that caused this one.",
+        },
+        "traceparent": {
+            "type": "string",
+            "pattern": TRACEPARENT_PATTERN,
+            "description": "W3C trace context.",
+        },
+        "tracestate": {"type": "string", "description": "W3C trace context, vendor part."},
+    }
+    if contract.kind is not MessageKind.EVENT:
+        echo = "set by the coordinator" if contract.kind is MessageKind.COMMAND else "echoed"
+        for header, what in (
+            ("x-saga-id", "saga id"),
+            ("x-saga-type", "saga type"),
+            ("x-saga-step", "step"),
+            ("x-saga-status", "saga status"),
+        ):
+            properties[header] = {"type": "string", "description": f"The {what} ({echo})."}
+        properties["x-saga-compensation"] = {
+            "type": "string",
+            "enum": ["true"],
+            "description": f"Present on compensating commands ({echo}).",
+        }
+    return {
+        "type": "object",
+        "required": ["ce-id", "ce-type", "ce-source", "ce-specversion"],
+        "properties": properties,
+    }
+
+
+def _message(contract: Contract) -> dict[str, Any]:
+    summary, details = _docstring(contract)
+    where = (
+        f"{_article(contract.kind)} {contract.kind}, published to `{contract.exchange}` with "
+        f"routing key `{contract.message_type}`."
+    )
+    message: dict[str, Any] = {"name": contract.message_type, "title": contract.model.__name__}
+    if summary:
+        message["summary"] = summary
+    message["description"] = f"{where}\n\n{details}" if details else where
+    message["contentType"] = CONTENT_TYPE
+    message["tags"] = [{"name": str(contract.kind)}]
+    message["correlationId"] = {
+        "description": "The saga's correlation key.",
+        "location": "$message.header#/ce-correlationid",
+    }
+    message["headers"] = _headers(contract)
+    message["payload"] = {"$ref": SCHEMA_REF.format(model=contract.model.__name__)}
+    message["bindings"] = {
+        "amqp": {"messageType": contract.message_type, "bindingVersion": AMQP_BINDING_VERSION}
+    }
+    return message
+
+
+def _channel(contract: Contract, cid: str) -> dict[str, Any]:
+    return {
+        "address": contract.message_type,
+        "title": contract.message_type,
+        "description": (
+            f"{_PLURAL[contract.kind]} of type `{contract.message_type}` on the topic "
+            f"exchange `{contract.exchange}`, routing key = the type."
+        ),
+        "messages": {cid: {"$ref": f"#/components/messages/{cid}"}},
+        "bindings": {
+            "amqp": {
+                "is": "routingKey",
+                "exchange": {
+                    "name": contract.exchange,
+                    "type": "topic",
+                    "durable": True,
+                    "autoDelete": False,
+                    "vhost": "/",
+                },
+                "bindingVersion": AMQP_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _operation(participant: Participant, action: str, contract: Contract, cid: str) -> Any:
+    verb = "sends" if action == "send" else "receives"
+    binding: dict[str, Any] = (
+        {"deliveryMode": PERSISTENT, "mandatory": False} if action == "send" else {"ack": True}
+    )
+    return {
+        "action": action,
+        "channel": {"$ref": f"#/channels/{cid}"},
+        "summary": f"{participant.name} {verb} {contract.message_type}",
+        "tags": [{"name": participant.name}],
+        "messages": [{"$ref": f"#/channels/{cid}/messages/{cid}"}],
+        "bindings": {"amqp": {**binding, "bindingVersion": AMQP_BINDING_VERSION}},
+    }
+
+
+def _add_schema(schemas: dict[str, Any], name: str, schema: dict[str, Any], owner: str) -> None:
+    existing = schemas.get(name)
+    if existing is not None and existing != schema:
+        raise DefinitionError(
+            f"two different models are both named {name!r} (the second reached through "
+            f"{owner}); rename one, e.g. with a version suffix"
+        )
+    schemas[name] = schema
+
+
+def component_schemas(contracts: Sequence[Contract]) -> dict[str, Any]:
+    """Every message model's validation schema and the models it uses, by class name."""
+    schemas: dict[str, Any] = {}
+    models: dict[str, Contract] = {}
+    for contract in contracts:
+        name = contract.model.__name__
+        if name in models:
+            raise DefinitionError(
+                f"{models[name].message_type} and {contract.message_type} are both modelled by "
+                f"a class named {name!r}; rename one, e.g. with a version suffix"
+            )
+        models[name] = contract
+        schema = contract.model.model_json_schema(mode="validation", ref_template=SCHEMA_REF)
+        for def_name, definition in schema.pop("$defs", {}).items():
+            _add_schema(schemas, def_name, definition, contract.message_type)
+        _add_schema(schemas, name, schema, contract.message_type)
+    return {name: schemas[name] for name in sorted(schemas)}
+
+
+def _description(description: str, participants: Sequence[Participant]) -> str:
+    parts = [description.strip()] if description.strip() else []
+    parts.append(
+        "## Participants\n\n" + "\n".join(f"- **{p.name}**: {p.description}" for p in participants)
+    )
+    parts.append(WIRE_RULES.strip())
+    return "\n\n".join(parts) + "\n"
+
+
+def asyncapi_document(
+    registry: ContractRegistry,
+    participants: Iterable[Participant],
+    *,
+    title: str,
+    version: str,
+    description: str = "",
+) -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document of ``registry`` as sent and received by ``participants``.
+
+    ``description`` (markdown) comes first in ``info.description``, before the participants
+    and the wire rules. Raises ``DefinitionError`` when a participant's message is not the
+    registry's model for its type, or two different models share a class name.
+    """
+    contracts: list[Contract] = list(registry)
+    ids: dict[str, str] = {}
+    for contract in contracts:
+        cid = channel_id(contract.message_type)
+        if cid in ids.values():
+            raise DefinitionError(f"{contract.message_type!r} gives channel id {cid!r} twice")
+        ids[contract.message_type] = cid
+    parties = list(participants)
+
+    operations: dict[str, Any] = {}
+    for participant in parties:
+        for action, models in (("receive", participant.receives), ("send", participant.sends)):
+            for model in sorted(models, key=lambda m: m.message_type):
+                known = registry.get(model.message_type)
+                if known is None or known.model is not model:
+                    raise DefinitionError(
+                        f"{participant.name} {action}s {model.__name__} "
+                        f"({model.message_type!r}), which is not in the contract registry"
+                    )
+                cid = ids[known.message_type]
+                operation_id = f"{participant.name}.{action}.{cid}"
+                operations[operation_id] = _operation(participant, action, known, cid)
+
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": title,
+            "version": version,
+            "description": _description(description, parties),
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "servers": {
+            "local": {
+                "host": "127.0.0.1:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0.9.1",
+                "description": (
+                    "The local RabbitMQ, vhost `/`. Exchange and queue names may carry a "
+                    "deployment prefix (`BUS_EXCHANGE_PREFIX`), e.g. `staging.bus.events`."
+                ),
+            }
+        },
+        "channels": {ids[c.message_type]: _channel(c, ids[c.message_type]) for c in contracts},
+        "operations": operations,
+        "components": {
+            "messages": {ids[c.message_type]: _message(c) for c in contracts},
+            "schemas": component_schemas(contracts),
+        },
+    }
