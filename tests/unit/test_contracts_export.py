@@ -14,6 +14,7 @@ from pydantic import create_model
 import bus_orchestrator
 from adapters import example_adapters
 from bus_orchestrator.adapters import Adapter
+from bus_orchestrator.cli import CONTRACTS_TITLE
 from bus_orchestrator.core import SagaDefinition, Step
 from bus_orchestrator.core.messages import EXCHANGES, ContractRegistry, Event
 from bus_orchestrator.errors import DefinitionError
@@ -32,7 +33,7 @@ from sagas import all_sagas
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "contracts"
-TITLE = "bus-orchestrator example domain: order-to-cash"
+TITLE = CONTRACTS_TITLE
 """The title ``bus-orchestrator contracts export`` gives the example domain's document."""
 
 
