@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     outbox_retention_seconds: float = Field(
         default=86_400.0, ge=0, description="How long confirmed outbox rows are kept"
     )
+    inbox_retention_seconds: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="How long processed message ids are kept to recognise duplicates",
+    )
+    housekeeping_seconds: float = Field(default=60.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
     db_command_timeout_seconds: float = Field(default=10.0, gt=0)

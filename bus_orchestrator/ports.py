@@ -154,6 +154,10 @@ class SagaStore(Protocol):
         """A saga's audit log, oldest first."""
         ...
 
+    async def purge_inbox(self, older_than: timedelta) -> int:
+        """Forget a batch of message ids received longer than ``older_than`` ago."""
+        ...
+
 
 class Outbox(Protocol):
     """The relay's view of the outbox."""

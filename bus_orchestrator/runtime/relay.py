@@ -32,8 +32,6 @@ class OutboxRelay:
         *,
         lease: timedelta,
         sweep_interval: float,
-        retention: timedelta = timedelta(days=1),
-        purge_interval: float = 60.0,
         workers: int = 32,
         mark_batch: int = 256,
         mark_interval: float = 0.02,
@@ -44,8 +42,6 @@ class OutboxRelay:
         self._publisher = publisher
         self._lease = lease
         self._sweep_interval = sweep_interval
-        self._retention = retention
-        self._purge_interval = purge_interval
         self._workers = workers
         self._mark_batch = mark_batch
         self._mark_interval = mark_interval
@@ -69,7 +65,6 @@ class OutboxRelay:
         self._tasks = [asyncio.create_task(self._publish_loop()) for _ in range(self._workers)]
         self._tasks.append(asyncio.create_task(self._mark_loop()))
         self._tasks.append(asyncio.create_task(self._sweep_loop()))
-        self._tasks.append(asyncio.create_task(self._purge_loop()))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Publish what was handed over (up to ``grace`` seconds), record confirms, stop.
@@ -152,15 +147,3 @@ class OutboxRelay:
             if rows:
                 log.info("outbox sweep picked up %d unsent rows", len(rows))
                 self.submit(rows)
-
-    async def _purge_loop(self) -> None:
-        """Confirmed rows are kept ``retention`` long (the history keeps the audit)."""
-        while True:
-            await asyncio.sleep(self._purge_interval)
-            try:
-                # In batches, each its own short statement, until a batch comes back empty.
-                purged = await self._outbox.purge_sent(self._retention)
-                while purged:
-                    purged = await self._outbox.purge_sent(self._retention)
-            except BusOrchestratorError as exc:
-                log.warning("outbox purge failed: %s", exc)

@@ -17,6 +17,7 @@ from bus_orchestrator.core.messages import ContractRegistry
 from bus_orchestrator.errors import BrokerUnavailableError
 from bus_orchestrator.ports import Clock
 from bus_orchestrator.runtime.coordinator import Coordinator
+from bus_orchestrator.runtime.housekeeping import Housekeeping
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop
 from bus_orchestrator.store.migrate import require_migrated
@@ -67,6 +68,7 @@ class CoordinatorService:
         self.relay: OutboxRelay | None = None
         self.coordinator: Coordinator | None = None
         self.timers: TimerLoop | None = None
+        self._housekeeping: Housekeeping | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -86,7 +88,6 @@ class CoordinatorService:
             publisher,
             lease=lease,
             sweep_interval=settings.outbox_sweep_seconds,
-            retention=timedelta(seconds=settings.outbox_retention_seconds),
             telemetry=self._telemetry,
         )
         self.coordinator = Coordinator(
@@ -108,6 +109,14 @@ class CoordinatorService:
             self.store, self.coordinator, self._clock, settings.timer_poll_seconds
         )
         self.timers.start()
+        self._housekeeping = Housekeeping(
+            self.store,
+            self.store,
+            inbox_retention=timedelta(seconds=settings.inbox_retention_seconds),
+            outbox_retention=timedelta(seconds=settings.outbox_retention_seconds),
+            interval=settings.housekeeping_seconds,
+        )
+        self._housekeeping.start()
         self._consumer = QueueConsumer(
             queue,
             self.coordinator.handle,
@@ -130,6 +139,8 @@ class CoordinatorService:
             await self._consumer.stop(grace)
         if self.timers is not None:
             await self.timers.stop()
+        if self._housekeeping is not None:
+            await self._housekeeping.stop()
         if self.relay is not None:
             await self.relay.stop(grace)
         if self._connection is not None:

@@ -63,7 +63,7 @@ class InMemorySagaStore:
         self._clock = clock
         self._sagas: dict[uuid.UUID, SagaInstance] = {}
         self._by_correlation: dict[tuple[str, str], uuid.UUID] = {}
-        self._inbox: set[tuple[str, str]] = set()
+        self._inbox: dict[tuple[str, str], datetime] = {}
         self._history: list[tuple[uuid.UUID | None, HistoryEntry]] = []
         self._outbox: dict[int, _OutboxRow] = {}
         self._last_outbox_id = 0
@@ -98,7 +98,7 @@ class InMemorySagaStore:
             self._by_correlation.setdefault(
                 (instance.saga_type, instance.correlation_id), saga_uuid
             )
-        self._inbox.add((change.consumer, change.message_id))
+        self._inbox[(change.consumer, change.message_id)] = self._clock()
 
         history_id = change.saga_id
         if history_id is None and instance is not None:
@@ -188,6 +188,14 @@ class InMemorySagaStore:
             row = self._outbox.get(outbox_id)
             if row is not None and row.sent_at is None:
                 row.sent_at = now
+
+    async def purge_inbox(self, older_than: timedelta) -> int:
+        """Forget message ids received longer than ``older_than`` ago; return how many."""
+        cutoff = self._clock() - older_than
+        gone = [key for key, at in self._inbox.items() if at < cutoff]
+        for key in gone:
+            del self._inbox[key]
+        return len(gone)
 
     async def purge_sent(self, older_than: timedelta) -> int:
         """Delete rows confirmed longer than ``older_than`` ago; return how many."""

@@ -231,6 +231,12 @@ class PostgresSagaStore:
         with postgres_errors:
             await self._pool.execute(self._sql.mark_sent, list(outbox_ids))
 
+    async def purge_inbox(self, older_than: timedelta) -> int:
+        """Forget a batch of message ids received longer than ``older_than`` ago."""
+        with postgres_errors:
+            deleted: int = await self._pool.fetchval(self._sql.purge_inbox, older_than)
+        return deleted
+
     async def purge_sent(self, older_than: timedelta) -> int:
         """Delete rows confirmed longer than ``older_than`` ago; return how many."""
         with postgres_errors:

@@ -27,6 +27,7 @@ class Queries:
     claim_unsent: str
     mark_sent: str
     purge_sent: str
+    purge_inbox: str
     outbox_backlog: str
 
     @classmethod

@@ -378,6 +378,17 @@ async def test_purge_sent_deletes_only_old_confirmed_rows(harness: Harness) -> N
     assert await unsent_after_lease(harness) == ["cmd-2"]
 
 
+async def test_purge_inbox_forgets_only_old_message_ids(harness: Harness) -> None:
+    store = harness.store
+    await store.commit(change("m1", make_saga()))
+    await harness.advance(LEASE)
+    assert await store.purge_inbox(timedelta(hours=1)) == 0
+    assert (await store.load(CONSUMER, "m1", BySagaId(make_saga().saga_id))).seen
+    assert await store.purge_inbox(timedelta(0)) == 1
+    assert not (await store.load(CONSUMER, "m1", BySagaId(make_saga().saga_id))).seen
+    assert await store.purge_inbox(timedelta(0)) == 0
+
+
 # -- timers and queries --------------------------------------------------------------------
 
 

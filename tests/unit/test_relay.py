@@ -1,4 +1,4 @@
-"""The outbox relay over the in-memory outbox: publish, mark, sweep, purge."""
+"""The outbox relay over the in-memory outbox: publish, mark, sweep."""
 
 from __future__ import annotations
 
@@ -75,34 +75,5 @@ async def test_rows_nobody_submitted_are_found_by_the_sweep() -> None:
     relay.start()
     try:
         await wait_until(lambda: publisher.sent == ["m7"])
-    finally:
-        await relay.stop()
-
-
-class CountingStore(InMemorySagaStore):
-    purged = 0
-
-    async def purge_sent(self, older_than: timedelta) -> int:
-        gone = await super().purge_sent(older_than)
-        self.purged += gone
-        return gone
-
-
-async def test_confirmed_rows_are_purged_after_the_retention() -> None:
-    store = CountingStore(outbox_lease=timedelta(seconds=30))
-    publisher = Publisher()
-    relay = OutboxRelay(
-        store,
-        publisher,
-        lease=timedelta(seconds=30),
-        sweep_interval=10,
-        retention=timedelta(0),
-        purge_interval=0.05,
-    )
-    relay.start()
-    try:
-        relay.submit(await commit(store, 1, 2))
-        await wait_until(lambda: len(publisher.sent) == 2)
-        await wait_until(lambda: store.purged == 2)
     finally:
         await relay.stop()

@@ -1,0 +1,67 @@
+"""Housekeeping: keeps the inbox and the outbox from growing without bound.
+
+Confirmed outbox rows are kept ``outbox_retention`` (the saga history keeps the audit of
+what was sent); processed message ids are kept ``inbox_retention``, long enough to catch
+any redelivery. Both are deleted in bounded batches, each its own short statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from bus_orchestrator.errors import BusOrchestratorError
+from bus_orchestrator.ports import Outbox, SagaStore
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        store: SagaStore,
+        outbox: Outbox,
+        *,
+        inbox_retention: timedelta,
+        outbox_retention: timedelta,
+        interval: float,
+    ) -> None:
+        self._purges: list[tuple[str, Callable[[], Awaitable[int]]]] = [
+            ("inbox", lambda: store.purge_inbox(inbox_retention)),
+            ("outbox", lambda: outbox.purge_sent(outbox_retention)),
+        ]
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def sweep(self) -> dict[str, int]:
+        """One round: purge each table until a batch comes back empty."""
+        removed = {}
+        for name, purge in self._purges:
+            total = batch = await purge()
+            while batch:
+                batch = await purge()
+                total += batch
+            removed[name] = total
+        return removed
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                removed = await self.sweep()
+            except BusOrchestratorError as exc:
+                log.warning("housekeeping failed, will retry: %s", exc)
+                continue
+            if any(removed.values()):
+                log.info("housekeeping removed %s", removed)
