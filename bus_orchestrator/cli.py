@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -228,7 +228,9 @@ def sagas_show(
         async with open_store(settings) as store:
             views = []
             for instance in await store.find(saga):
-                view = saga_view(instance, settings.jaeger_ui_url)
+                view = saga_view(
+                    instance, settings.jaeger_ui_url, _data_models().get(instance.saga_type)
+                )
                 if history:
                     view["history"] = [
                         history_view(h) for h in await store.history(instance.saga_id)
@@ -262,7 +264,8 @@ def sagas_list(
     async def main() -> list[dict[str, Any]]:
         async with open_store(settings) as store:
             found = await store.list_sagas(status=status, saga_type=saga_type, limit=limit)
-            return [saga_view(i, settings.jaeger_ui_url) for i in found]
+            models = _data_models()
+            return [saga_view(i, settings.jaeger_ui_url, models.get(i.saga_type)) for i in found]
 
     views = _run(main())
     if as_json:
@@ -307,6 +310,13 @@ def _print_saga(view: dict[str, Any]) -> None:
             f"  {entry['at']} {entry['direction']:>3} {entry['message_type']} "
             f"{entry['message_id']} {entry['outcome']} {entry['note']}"
         )
+
+
+def _data_models() -> dict[str, type[BaseModel]]:
+    """Each saga type's data model, so views can mask its secret fields."""
+    from sagas import all_sagas
+
+    return {definition.name: definition.data_model for definition in all_sagas()}
 
 
 def _contracts_dir() -> Path:

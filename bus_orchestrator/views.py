@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
+from bus_orchestrator.core.messages import REDACT_SECRETS
 from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.ports import HistoryEntry
 from bus_orchestrator.telemetry.tracing import trace_id_of
 
 
-def saga_view(instance: SagaInstance, jaeger_ui_url: str | None = None) -> dict[str, Any]:
-    """One saga as a JSON-ready object; with a Jaeger UI URL, a link to its trace."""
+def saga_view(
+    instance: SagaInstance,
+    jaeger_ui_url: str | None = None,
+    data_model: type[BaseModel] | None = None,
+) -> dict[str, Any]:
+    """One saga as a JSON-ready object; with a Jaeger UI URL, a link to its trace.
+
+    The saga's data is shown through its ``data_model``, with ``Secret`` fields masked;
+    without the model it is left out, since nothing says which of its fields are secret.
+    """
     trace_id = trace_id_of(instance.trace_context)
+    data = (
+        data_model.model_validate(instance.data).model_dump(mode="json", context=REDACT_SECRETS)
+        if data_model is not None
+        else None
+    )
     return {
         "saga_id": instance.saga_id,
         "saga_type": instance.saga_type,
@@ -43,7 +59,7 @@ def saga_view(instance: SagaInstance, jaeger_ui_url: str | None = None) -> dict[
             }
             for step in instance.steps
         ],
-        "data": instance.data,
+        "data": data,
     }
 
 
