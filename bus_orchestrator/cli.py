@@ -45,7 +45,7 @@ app.add_typer(contracts_app, name="contracts")
 
 CONTRACTS_TITLE = "bus-orchestrator example domain: order-to-cash"
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # never split a hint or a command
 
 START_HINTS = {
     "RabbitMQ": "rabbitmq-server -detached",

@@ -27,6 +27,7 @@ from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
 from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus
 from bus_orchestrator.errors import (
+    BusOrchestratorError,
     ConcurrencyConflictError,
     DeadLetterReason,
     InvalidMessageError,
@@ -79,8 +80,10 @@ class Relay(Protocol):
         ...
 
 
-class StoppingError(Exception):
+class StoppingError(BusOrchestratorError):
     """The coordinator is shutting down while the store is unreachable: requeue."""
+
+    retryable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,16 +204,21 @@ class Coordinator:
             return
         except StoreUnavailableError as exc:
             log.warning("store unavailable, retrying: %s", exc)
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(StoreUnavailableError),
-            wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
-            stop=lambda _: self._stopping,
-            reraise=True,
-        ):
-            with attempt:
-                if self._stopping:
-                    raise StoppingError
-                await func(*args)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(StoreUnavailableError),
+                wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
+                stop=lambda _: self._stopping,
+                reraise=True,
+            ):
+                with attempt:
+                    if self._stopping:
+                        raise StoppingError
+                    await func(*args)
+        except StoreUnavailableError as exc:
+            # Only the stop condition ends the retries on this error: stop() came while an
+            # attempt was under way. The message goes back to the queue, not to bus.dead.
+            raise StoppingError from exc
 
     async def _on_event(
         self, inbound: Inbound, definition: SagaDefinition[Any, Any], delivery: Delivery

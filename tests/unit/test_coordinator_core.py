@@ -136,3 +136,33 @@ async def test_bad_input_is_a_dead_letter_verdict_not_an_exception() -> None:
     store, relay = FlakyStore(), Relay()
     verdict = await coordinator(store, relay).handle(RawMessage(b"{}", {}, "application/json"))
     assert isinstance(verdict, DeadLetter) and verdict.reason == "not-a-cloudevent"
+
+
+class HangingStore(FlakyStore):
+    """Each load hangs until released, then fails: a query cut off by an outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def load(self, *args: Any) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        raise StoreUnavailableError("timeout")
+
+
+async def test_stopping_while_an_attempt_is_under_way_requeues_not_dead_letters() -> None:
+    store = HangingStore()
+    subject = coordinator(store, Relay())
+    handling = asyncio.create_task(subject.handle(raw(order("o-6"), "e-6")))
+    # the first attempt fails at once; wait for a retry to be under way, then stop
+    await asyncio.wait_for(store.entered.wait(), 5)
+    store.release.set()
+    await asyncio.sleep(0)
+    store.release.clear()
+    store.entered.clear()
+    await asyncio.wait_for(store.entered.wait(), 10)
+    subject.stop()
+    store.release.set()
+    assert await asyncio.wait_for(handling, 10) is Verdict.REQUEUE
