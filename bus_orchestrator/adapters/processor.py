@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 
 
+MAX_STORE_BACKOFF = 5.0
+
+
 def reply_id_for(command_id: str) -> str:
     """The id of the reply to a command: derived, so every answer to it has the same id."""
     return str(uuid.uuid5(ID_NAMESPACE, f"reply:{command_id}"))
@@ -86,9 +89,10 @@ def _utc_now() -> datetime:
 class CommandProcessor:
     """An ``Adapter`` bound to its command log and publisher; ``handle`` is the consumer's.
 
-    ``store_backoff`` is how long to hold a delivery before requeueing it when the log or
-    the broker is unavailable, so an outage does not spin through redeliveries. ``sleep``
-    serves those waits and the retry waits (tests pass a recorder).
+    When the log or the broker is unavailable, a delivery is held and processed again after
+    ``store_backoff`` seconds, doubling up to ``MAX_STORE_BACKOFF``, until it goes through or
+    ``stop()`` is called (then it is requeued). ``sleep`` serves those waits and the retry
+    waits (tests pass a recorder).
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class CommandProcessor:
         self._clock = clock
         self._store_backoff = store_backoff
         self._sleep = sleep
+        self._stopping = False
         self._telemetry = telemetry or Telemetry.disabled()
         self._tracer = self._telemetry.tracer
         self._consumer_name = f"adapter.{adapter.name}"
@@ -147,16 +152,32 @@ class CommandProcessor:
                 DeadLetterReason.UNKNOWN_TYPE,
                 f"adapter {self.adapter.name!r} has no handler for {inbound.message_type!r}",
             )
-        try:
-            return await self._process(inbound, command, raw.headers)
-        except BusOrchestratorError as exc:
-            if not exc.retryable:
-                raise
-            log.warning(
-                "adapter %s: requeueing command %s: %s", self.adapter.name, inbound.message_id, exc
-            )
-            await self._sleep(self._store_backoff)
-            return Verdict.REQUEUE
+        # An outage of the command log or the broker is not the command's fault: hold it
+        # and try again (every step is idempotent), rather than requeue it and spend the
+        # queue's delivery limit, which would dead-letter it after a long enough outage.
+        backoff = self._store_backoff
+        while True:
+            try:
+                return await self._process(inbound, command, raw.headers)
+            except BusOrchestratorError as exc:
+                if not exc.retryable:
+                    raise
+                if self._stopping:
+                    return Verdict.REQUEUE
+                log.warning(
+                    "adapter %s: holding command %s through an outage: %s",
+                    self.adapter.name,
+                    inbound.message_id,
+                    exc,
+                )
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, MAX_STORE_BACKOFF)
+            if self._stopping:
+                return Verdict.REQUEUE
+
+    def stop(self) -> None:
+        """Stop holding commands through an outage: they go back to the queue."""
+        self._stopping = True
 
     async def _process(
         self, inbound: Inbound, command: Command, headers: Mapping[str, Any]

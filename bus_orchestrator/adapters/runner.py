@@ -54,6 +54,7 @@ async def run_adapters(
         await require_migrated(db, settings.database_schema)
         connection = await connect(settings.amqp_url)
         consumers: list[QueueConsumer] = []
+        processors: list[CommandProcessor] = []
         try:
             topology = Topology(settings.exchange_prefix, settings.delivery_limit)
             # Publishing waits for confirms; consuming runs on a channel of its own, so a
@@ -79,6 +80,7 @@ async def run_adapters(
                     max_message_bytes=settings.max_message_bytes,
                     telemetry=telemetry,
                 )
+                processors.append(processor)
                 consumer = QueueConsumer(
                     queue,
                     processor.handle,
@@ -91,6 +93,8 @@ async def run_adapters(
                 log.info("adapter %s consuming %s", adapter.name, queue.name)
             await stop.wait()
         finally:
+            for processor in processors:
+                processor.stop()  # commands held through an outage go back to the queue
             await asyncio.gather(*(consumer.stop(grace) for consumer in consumers))
             await connection.close()
     finally:

@@ -595,7 +595,7 @@ async def test_postgres_outage_holds_messages_and_loses_none(
         engine.gate.open.set()
         for logger, text in (
             ("bus_orchestrator.runtime.coordinator", "store unavailable, retrying"),
-            ("bus_orchestrator.adapters.processor", "adapter shipping: requeueing"),
+            ("bus_orchestrator.adapters.processor", "adapter shipping: holding command"),
             ("bus_orchestrator.runtime.relay", "outbox sweep failed"),
             ("bus_orchestrator.runtime.timers", "timer poll failed"),
         ):

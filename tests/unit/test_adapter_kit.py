@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -78,9 +79,14 @@ class FakePublisher:
 @dataclass
 class SleepRecorder:
     waits: list[float] = field(default_factory=list)
+    then: Callable[[], None] | None = None
+    """Called after the first wait: the outage ends, or the adapter is stopped."""
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        if self.then is not None:
+            self.then()
+            self.then = None
 
 
 @dataclass
@@ -398,45 +404,57 @@ async def test_a_type_outside_the_registry_is_dead_lettered() -> None:
 
 
 class DownLog(InMemoryCommandLog):
-    """A command log whose database is unreachable, for lookups or for writes."""
+    """A command log whose database is unreachable (for lookups or for writes) while down."""
 
     def __init__(self, *, find_fails: bool) -> None:
         super().__init__()
         self.find_fails = find_fails
+        self.down = True
 
     async def find(self, adapter: str, command_id: str) -> OutboxMessage | None:
-        if self.find_fails:
+        if self.down and self.find_fails:
             raise StoreUnavailableError("connection refused")
         return await super().find(adapter, command_id)
 
     async def record(self, record: CommandRecord) -> Recorded:
-        raise StoreUnavailableError("connection refused")
+        if self.down:
+            raise StoreUnavailableError("connection refused")
+        return await super().record(record)
 
 
-@pytest.mark.parametrize(("find_fails", "handler_calls"), [(True, 0), (False, 1)])
-async def test_an_unreachable_log_requeues_after_a_backoff(
+@pytest.mark.parametrize(("find_fails", "handler_calls"), [(True, 1), (False, 2)])
+async def test_an_unreachable_log_holds_the_command_until_it_is_back(
     find_fails: bool, handler_calls: int
 ) -> None:
-    kit = make_kit(log=DownLog(find_fails=find_fails))
+    log = DownLog(find_fails=find_fails)
+    kit = make_kit(log=log)
+    kit.sleep.then = lambda: setattr(log, "down", False)
 
-    verdict = await kit.processor.handle(delivery())
-
-    assert verdict is Verdict.REQUEUE
+    assert await kit.processor.handle(delivery()) is Verdict.ACK
     assert kit.sleep.waits == [0.25]
+    # a handler cut off before its result was recorded runs again, with the same key
     assert len(kit.handler.calls) == handler_calls
-    assert kit.publisher.published == []
+    assert len({ctx.idempotency_key for _, ctx in kit.handler.calls}) == 1
+    assert len(kit.publisher.published) == 1
 
 
-async def test_an_unconfirmed_reply_requeues_and_the_redelivery_repeats_the_stored_reply() -> None:
+async def test_stopping_during_an_outage_requeues_the_command_in_hand() -> None:
+    kit = make_kit(log=DownLog(find_fails=True))
+    kit.sleep.then = kit.processor.stop
+
+    assert await kit.processor.handle(delivery()) is Verdict.REQUEUE
+    assert kit.sleep.waits == [0.25]
+    assert kit.handler.calls == [] and kit.publisher.published == []
+
+
+async def test_an_unconfirmed_reply_is_held_and_the_stored_reply_published_once_back() -> None:
     kit = make_kit()
     command = delivery(command_id="cmd-1")
     kit.publisher.down = True
+    kit.sleep.then = lambda: setattr(kit.publisher, "down", False)
 
-    assert await kit.processor.handle(command) is Verdict.REQUEUE
-    assert kit.sleep.waits == [0.25]
-
-    kit.publisher.down = False
     assert await kit.processor.handle(command) is Verdict.ACK
+    assert kit.sleep.waits == [0.25]
     assert len(kit.handler.calls) == 1
     [reply] = kit.publisher.published
     assert reply.message_id == reply_id_for("cmd-1")
