@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -144,3 +145,19 @@ async def sql(settings: Settings, query: str, *args: Any) -> list[asyncpg.Record
         return await conn.fetch(query, *args)
     finally:
         await conn.close()
+
+
+async def rows_when(
+    settings: Settings,
+    query: str,
+    until: Callable[[list[asyncpg.Record]], bool],
+    within: float = 10.0,
+) -> list[asyncpg.Record]:
+    """Poll ``query`` until its rows satisfy ``until``; the last rows either way, for asserts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        rows = await sql(settings, query)
+        if until(rows) or loop.time() > deadline:
+            return rows
+        await asyncio.sleep(0.05)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,6 +18,7 @@ from tests.integration.harness import (
     order,
     publish,
     publish_raw,
+    rows_when,
     sql,
     start_coordinator,
     structured,
@@ -60,11 +61,11 @@ async def test_event_starts_a_saga_and_sends_the_first_command(
             ("out", "inventory.reserve_stock.v1"),
         ]
         # the outbox row is marked sent once the broker confirmed it
-        for _ in range(100):
-            unsent = await sql(settings, "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
-            if unsent[0]["n"] == 0:
-                break
-            await __import__("asyncio").sleep(0.05)
+        unsent = await rows_when(
+            settings,
+            "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL",
+            lambda rows: rows[0]["n"] == 0,
+        )
         assert unsent[0]["n"] == 0
     finally:
         await service.stop()
@@ -83,12 +84,9 @@ async def test_duplicate_delivery_starts_one_saga_and_sends_one_command(
         await publish(channel, bus.topology.events, order("o-2"))
         await bus.drain(commands, 1)
         await wait_for_status(settings, ["o-2"], {SagaStatus.RUNNING})
-        inbox = await sql(settings, "SELECT count(*) AS n FROM saga_inbox")
-        for _ in range(100):
-            inbox = await sql(settings, "SELECT count(*) AS n FROM saga_inbox")
-            if inbox[0]["n"] == 2:
-                break
-            await __import__("asyncio").sleep(0.05)
+        inbox = await rows_when(
+            settings, "SELECT count(*) AS n FROM saga_inbox", lambda rows: rows[0]["n"] == 2
+        )
         assert inbox[0]["n"] == 2  # the first id, and the second event (recorded, ignored)
         assert await commands.get(fail=False) is None
         assert len(await sql(settings, "SELECT 1 FROM saga")) == 1
@@ -174,15 +172,12 @@ async def test_replies_nobody_awaits_are_recorded_and_ignored(
         )
         cancel_unknown = OrderCancelled(order_id="no-such-order")
         await publish(channel, bus.topology.events, cancel_unknown)
-        for _ in range(200):
-            rows = await sql(
-                settings,
-                "SELECT saga_id, outcome, note, message_type FROM saga_history "
-                "WHERE outcome = 'ignored' ORDER BY id",
-            )
-            if len(rows) == 3:
-                break
-            await __import__("asyncio").sleep(0.05)
+        rows = await rows_when(
+            settings,
+            "SELECT saga_id, outcome, note, message_type FROM saga_history "
+            "WHERE outcome = 'ignored' ORDER BY id",
+            lambda rows: len(rows) == 3,
+        )
         notes = {r["note"]: r["saga_id"] for r in rows}
         assert len(rows) == 3, notes
         assert any("no saga awaits" in n and s is None for n, s in notes.items())
@@ -207,9 +202,11 @@ async def test_outbox_rows_left_by_a_crash_are_published_on_restart(
             payload=OrderCancelled(order_id="x"),
             exchange=bus.topology.commands,
             source="urn:test",
-            time=__import__("datetime").datetime.now(__import__("datetime").UTC),
+            time=datetime.now(UTC),
         )
-        entry = HistoryEntry(Direction.IN, "m", "t", None, None, "ignored", "", {}, message_time())
+        entry = HistoryEntry(
+            Direction.IN, "m", "t", None, None, "ignored", "", {}, datetime.now(UTC)
+        )
         committed = await store.commit(Change("test", "m", None, None, None, (entry,), (message,)))
         assert len(committed.outbox) == 1
     finally:
@@ -218,20 +215,12 @@ async def test_outbox_rows_left_by_a_crash_are_published_on_restart(
     try:
         [published] = await bus.drain(commands, 1, within=15)
         assert published.message_id == "left-behind"
-        for _ in range(100):
-            rows = await sql(settings, "SELECT sent_at FROM outbox")
-            if rows[0]["sent_at"] is not None:
-                break
-            await __import__("asyncio").sleep(0.05)
+        rows = await rows_when(
+            settings, "SELECT sent_at FROM outbox", lambda rows: rows[0]["sent_at"] is not None
+        )
         assert rows[0]["sent_at"] is not None
     finally:
         await service.stop()
-
-
-def message_time():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 async def test_step_timeout_compensates_and_resends_then_fails(
