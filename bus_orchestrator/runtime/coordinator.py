@@ -11,15 +11,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any, Protocol
 
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, SpanKind
+from opentelemetry.trace import Span
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from bus_orchestrator.core.decide import Decision, Inbound, TimerFired, decide
@@ -47,16 +44,13 @@ from bus_orchestrator.ports import (
     SagaKey,
     SagaStore,
 )
+from bus_orchestrator.runtime.spans import Delivery, SagaSpans, Timed
 from bus_orchestrator.telemetry.logs import bind_saga
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import (
     carrier_of,
     current_step,
-    extract,
     inject,
-    messaging_attributes,
-    parent_for,
-    record_error,
     saga_attributes,
     saga_headers,
 )
@@ -86,25 +80,6 @@ class StoppingError(BusOrchestratorError):
     retryable = True
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Where a message came from and when, for its span."""
-
-    exchange: str
-    routing_key: str
-    context: Context
-    received_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Timed:
-    """A load done before the span it belongs to was opened, with its timing."""
-
-    loaded: Loaded
-    started_ns: int
-    ended_ns: int
-
-
 class Coordinator:
     """Routes messages to saga definitions and applies ``decide`` through the store."""
 
@@ -130,9 +105,7 @@ class Coordinator:
         self._source = source
         self._max_bytes = max_message_bytes
         self._telemetry = telemetry or Telemetry.disabled()
-        self._tracer = self._telemetry.tracer
-        # With tracing off, skip the span bookkeeping altogether: it is on the hot path.
-        self._tracing = not isinstance(self._tracer, NoOpTracer)
+        self._spans = SagaSpans(self._telemetry.tracer)  # no-ops when tracing is off
         self._metrics = self._telemetry.metrics
         self._stopping = False
         self._events: dict[str, list[SagaDefinition[Any, Any]]] = {}
@@ -158,12 +131,12 @@ class Coordinator:
 
     async def handle(self, raw: RawMessage) -> Verdict | DeadLetter:
         """Handle one delivery; the consumer settles it by the verdict."""
-        context = extract(raw.headers) if self._tracing else Context()
+        context = self._spans.context_of(raw.headers)
         delivery = Delivery(raw.exchange, raw.routing_key, context, time.time_ns())
         try:
             inbound = decode(raw, self._registry, self._max_bytes)
         except InvalidMessageError as exc:
-            self._trace_refusal(delivery, raw, exc.reason, exc.detail)
+            self._spans.refusal(delivery, raw.message_id, str(exc.reason), exc.detail)
             return DeadLetter(exc.reason, exc.detail)
         payload = inbound.payload
         try:
@@ -174,7 +147,7 @@ class Coordinator:
                     await self._retrying(self._on_event, inbound, definition, delivery)
             else:
                 detail = f"no saga here handles {inbound.message_type} ({payload.kind})"
-                self._trace_refusal(delivery, raw, DeadLetterReason.UNKNOWN_TYPE, detail)
+                self._spans.refusal(delivery, raw.message_id, DeadLetterReason.UNKNOWN_TYPE, detail)
                 return DeadLetter(DeadLetterReason.UNKNOWN_TYPE, detail)
         except StoppingError:
             return Verdict.REQUEUE
@@ -270,12 +243,12 @@ class Coordinator:
         """Decide and commit; on a version conflict, reload and decide again."""
         if first is None:
             first = await self._load(consumer, message.message_id, key)
-        with self._span(message, delivery, first) as span:
+        with self._spans.message(message, delivery, first) as span:
             loaded: Loaded | None = first.loaded
             before = first.loaded.instance
             for _ in range(MAX_CONFLICTS):
                 if loaded is None:
-                    with self._db_span("load saga", "SELECT", before):
+                    with self._spans.db("load saga", "SELECT", before):
                         loaded = await self._store.load(consumer, message.message_id, key)
                 before = loaded.instance
                 if loaded.seen:
@@ -292,12 +265,12 @@ class Coordinator:
                     # The step this message was about: the one awaited before it, if any.
                     span.set_attributes(saga_attributes(saga, current_step(before)))
                     if loaded is first.loaded:  # it ran before its span opened: record it now
-                        self._past_db_span("load saga", "SELECT", span, first, saga)
+                        self._spans.past_load(span, first, saga)
                     if after is not None and after.phase is Phase.COMPENSATION:
                         span.set_attribute("saga.compensation", True)
                 with bind_saga(saga.saga_id) if saga else nullcontext():
                     change = self._change(consumer, message, before, decision, now)
-                    with self._db_span("commit saga", "WITH", saga):
+                    with self._spans.db("commit saga", "WITH", saga):
                         committed = await self._store.commit(change)
                     if committed.result is CommitResult.COMMITTED:
                         self._relay.submit(committed.outbox)
@@ -311,82 +284,6 @@ class Coordinator:
                 loaded = None
             raise ConcurrencyConflictError(f"saga for {message.message_id} kept changing")
 
-    @contextmanager
-    def _span(
-        self, message: Inbound | TimerFired, delivery: Delivery | None, first: Timed
-    ) -> Iterator[Span]:
-        """The span of one message's work on one saga, in the saga's trace."""
-        if not self._tracing:
-            yield INVALID_SPAN
-            return
-        stored = first.loaded.instance.trace_context if first.loaded.instance else None
-        if delivery is None:  # a timer: no message behind it
-            parent, links = parent_for(None, stored)
-            name, kind, started = "saga timeout", SpanKind.INTERNAL, first.started_ns
-            attributes: dict[str, Any] = {"saga.timeout": True}
-        else:
-            parent, links = parent_for(delivery.context, stored)
-            name, kind, started = (
-                f"process {delivery.exchange}",
-                SpanKind.CONSUMER,
-                delivery.received_ns,
-            )
-            attributes = messaging_attributes(
-                "process",
-                delivery.exchange,
-                delivery.routing_key,
-                message.message_id,
-                message.correlation_id if isinstance(message, Inbound) else None,
-            )
-        span = self._tracer.start_span(name, parent, kind, attributes, links, start_time=started)
-        try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False):
-                yield span
-        except Exception as exc:
-            span.record_exception(exc)
-            record_error(span, type(exc).__qualname__, str(exc))
-            raise
-        finally:
-            span.end()
-
-    def _past_db_span(
-        self, name: str, operation: str, parent: Span, timed: Timed, saga: SagaInstance | None
-    ) -> None:
-        past = self._tracer.start_span(
-            name,
-            trace.set_span_in_context(parent),
-            SpanKind.CLIENT,
-            {**_db_attributes(operation), **saga_attributes(saga)},
-            start_time=timed.started_ns,
-        )
-        past.end(end_time=timed.ended_ns)
-
-    @contextmanager
-    def _db_span(
-        self, name: str, operation: str, saga: SagaInstance | None = None
-    ) -> Iterator[None]:
-        if not self._tracing:
-            yield
-            return
-        attributes = {**_db_attributes(operation), **saga_attributes(saga)}
-        with self._tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
-            yield
-
-    def _trace_refusal(
-        self, delivery: Delivery, raw: RawMessage, reason: DeadLetterReason, detail: str
-    ) -> None:
-        span = self._tracer.start_span(
-            f"process {delivery.exchange}",
-            delivery.context,
-            SpanKind.CONSUMER,
-            messaging_attributes(
-                "process", delivery.exchange, delivery.routing_key, raw.message_id, None
-            ),
-            start_time=delivery.received_ns,
-        )
-        record_error(span, str(reason), detail)
-        span.end()
-
     def _duplicate(self, span: Span, message: Inbound | TimerFired) -> None:
         log.debug("duplicate %s %s ignored", message.message_type, message.message_id)
         span.set_attribute("saga.outcome", "duplicate")
@@ -396,22 +293,8 @@ class Coordinator:
         now = self._clock()
         entry = _entry_in(inbound, "ignored", note, now)
         change = Change(consumer, inbound.message_id, None, None, None, (entry,))
-        with self._tracer.start_as_current_span(
-            f"process {delivery.exchange}",
-            delivery.context,
-            SpanKind.CONSUMER,
-            messaging_attributes(
-                "process",
-                delivery.exchange,
-                delivery.routing_key,
-                inbound.message_id,
-                inbound.correlation_id,
-            ),
-            start_time=delivery.received_ns,
-        ) as span:
-            span.set_attribute("saga.outcome", "ignored")
-            with self._db_span("commit saga", "WITH"):
-                committed = await self._store.commit(change)
+        with self._spans.ignored(delivery, inbound), self._spans.db("commit saga", "WITH"):
+            committed = await self._store.commit(change)
         if committed.result is CommitResult.DUPLICATE:
             self._metrics.duplicate("coordinator")
         log.info("%s %s ignored: %s", inbound.message_type, inbound.message_id, note)
@@ -439,7 +322,7 @@ class Coordinator:
             )
             # The relay's send span is a child of this work, and the adapters see the saga.
             headers = dict(message_out.headers)
-            if self._tracing:
+            if self._spans.enabled:
                 inject(headers)
             compensation = after is not None and after.phase is Phase.COMPENSATION
             headers.update(saga_headers(saga_attributes(after), compensation))
@@ -497,14 +380,6 @@ class Coordinator:
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
         if after.status is SagaStatus.FAILED:
             log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
-
-
-def _db_attributes(operation: str) -> dict[str, str]:
-    return {
-        "db.system.name": "postgresql",
-        "db.operation.name": operation,
-        "db.collection.name": "saga",
-    }
 
 
 def _entry_in(
