@@ -97,8 +97,6 @@ def _run(coro: Awaitable[T]) -> T:
         _unreachable("Postgres", Settings().database_url, exc)
     except BrokerUnavailableError as exc:
         _unreachable("RabbitMQ", Settings().amqp_url, exc)
-    except (ConnectionError, OSError) as exc:
-        _unreachable("RabbitMQ", Settings().amqp_url, exc)
     except SchemaNotMigratedError as exc:
         errors.print(f"[bold red]{exc}[/]")
         raise typer.Exit(2) from exc
@@ -225,12 +223,11 @@ def sagas_show(
     settings = _settings()
 
     async def main() -> list[dict[str, Any]]:
+        models = _data_models()
         async with open_store(settings) as store:
             views = []
             for instance in await store.find(saga):
-                view = saga_view(
-                    instance, settings.jaeger_ui_url, _data_models().get(instance.saga_type)
-                )
+                view = saga_view(instance, settings.jaeger_ui_url, models.get(instance.saga_type))
                 if history:
                     view["history"] = [
                         history_view(h) for h in await store.history(instance.saga_id)

@@ -23,11 +23,12 @@ from rich.table import Table
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.runtime.publishing import Publication, publish_all
-from bus_orchestrator.runtime.service import CoordinatorService, connect_broker
+from bus_orchestrator.runtime.service import CoordinatorService
 from bus_orchestrator.store.migrate import migrate
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from bus_orchestrator.store.session import connect_once
 from bus_orchestrator.telemetry.setup import Telemetry
+from bus_orchestrator.transport.topology import connect
 from contracts import REGISTRY, Address, LineItem, OrderPlaced
 from sagas import all_sagas
 
@@ -167,7 +168,7 @@ async def _wait_for_adapters(
     from adapters import example_adapters
 
     names = [service.topology.queue(f"adapter.{a.name}") for a in example_adapters()]
-    connection = await connect_broker(settings.amqp_url)
+    connection = await connect(settings.amqp_url)
     try:
         deadline = time.monotonic() + wait_seconds
         while True:

@@ -27,6 +27,7 @@ from bus_orchestrator.errors import (
     BusOrchestratorError,
     ConcurrencyConflictError,
     DeadLetterReason,
+    DefinitionError,
     InvalidMessageError,
     StoreUnavailableError,
 )
@@ -112,8 +113,12 @@ class Coordinator:
         self._replies: dict[str, list[SagaDefinition[Any, Any]]] = {}
         for definition in definitions:
             for model in definition.message_models():
-                if model.message_type not in registry:
-                    registry.register(model)
+                contract = registry.get(model.message_type)
+                if contract is None or contract.model is not model:
+                    raise DefinitionError(
+                        f"saga {definition.name!r} uses {model.message_type!r}, which the "
+                        "contract registry does not hold: register it with the contracts"
+                    )
             for event_type in definition.event_types():
                 self._events.setdefault(event_type, []).append(definition)
             for reply_type in definition.reply_types():

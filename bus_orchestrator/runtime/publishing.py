@@ -11,11 +11,10 @@ from opentelemetry.trace import NoOpTracer, Tracer
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import Message
-from bus_orchestrator.runtime.service import connect_broker
 from bus_orchestrator.telemetry.tracing import send_traced
 from bus_orchestrator.transport.codec import encode
 from bus_orchestrator.transport.publisher import AmqpPublisher
-from bus_orchestrator.transport.topology import Topology
+from bus_orchestrator.transport.topology import Topology, connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,7 @@ async def event_publisher(
     settings: Settings, source: str, tracer: Tracer | None = None
 ) -> AsyncIterator[EventPublisher]:
     """A publisher on its own connection, with the exchanges declared."""
-    connection = await connect_broker(settings.amqp_url)
+    connection = await connect(settings.amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True)
         topology = Topology(settings.exchange_prefix, settings.delivery_limit)

@@ -14,7 +14,6 @@ from aio_pika.abc import AbstractRobustConnection
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import ContractRegistry
-from bus_orchestrator.errors import BrokerUnavailableError
 from bus_orchestrator.ports import Clock
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.housekeeping import Housekeeping
@@ -32,13 +31,6 @@ log = logging.getLogger(__name__)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-async def connect_broker(url: str) -> AbstractRobustConnection:
-    try:
-        return await connect(url)
-    except (TimeoutError, OSError, ConnectionError) as exc:
-        raise BrokerUnavailableError(f"RabbitMQ is not reachable: {exc}") from exc
 
 
 class CoordinatorService:
@@ -77,7 +69,7 @@ class CoordinatorService:
         await require_migrated(self._pool, settings.database_schema)
         lease = timedelta(seconds=settings.outbox_lease_seconds)
         self.store = PostgresSagaStore(self._pool, lease)
-        self._connection = await connect_broker(settings.amqp_url)
+        self._connection = await connect(settings.amqp_url)
         publish_channel = await self._connection.channel(publisher_confirms=True)
         consume_channel = await self._connection.channel()
         await consume_channel.set_qos(prefetch_count=settings.prefetch)

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
 from pamqp.common import FieldTable
 
 from bus_orchestrator.core.messages import EXCHANGES, MessageKind
+from bus_orchestrator.errors import BrokerUnavailableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,5 +111,11 @@ class Topology:
 
 
 async def connect(url: str) -> aio_pika.abc.AbstractRobustConnection:
-    """A connection that reconnects, and re-declares its queues and consumers, by itself."""
-    return await aio_pika.connect_robust(url)
+    """A connection that reconnects, and re-declares its queues and consumers, by itself.
+
+    Raises ``BrokerUnavailableError`` when the first connection cannot be made.
+    """
+    try:
+        return await aio_pika.connect_robust(url)
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        raise BrokerUnavailableError(f"RabbitMQ is not reachable: {exc}") from exc

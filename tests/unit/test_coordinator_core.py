@@ -166,3 +166,24 @@ async def test_stopping_while_an_attempt_is_under_way_requeues_not_dead_letters(
     subject.stop()
     store.release.set()
     assert await asyncio.wait_for(handling, 10) is Verdict.REQUEUE
+
+
+def test_a_saga_using_an_unregistered_message_is_refused_at_start() -> None:
+    import pytest
+
+    from bus_orchestrator.core.messages import ContractRegistry
+    from bus_orchestrator.errors import DefinitionError
+    from contracts import OrderPlaced
+
+    partial = ContractRegistry([OrderPlaced])
+    with pytest.raises(DefinitionError, match="does not hold"):
+        Coordinator(
+            all_sagas(),
+            partial,
+            FlakyStore(),
+            Relay(),
+            TOPOLOGY,
+            lambda: NOW,
+            source="urn:test",
+            max_message_bytes=1000,
+        )
