@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -114,11 +115,12 @@ class TestBus:
         return received
 
 
-@pytest.fixture
-async def bus(amqp_url: str, settings: Settings) -> AsyncIterator[TestBus]:
-    """The shared exchanges under this test's prefix on the real broker."""
+@contextlib.asynccontextmanager
+async def open_test_bus(
+    connection: aio_pika.abc.AbstractConnection, settings: Settings
+) -> AsyncIterator[TestBus]:
+    """This test's exchanges on ``connection``; its exchanges and queues removed after."""
     topology = Topology(settings.exchange_prefix, settings.delivery_limit)
-    connection = await aio_pika.connect(amqp_url)
     channel = await connection.channel()
     await topology.declare_exchanges(channel)
     test_bus = TestBus(connection, topology)
@@ -128,3 +130,10 @@ async def bus(amqp_url: str, settings: Settings) -> AsyncIterator[TestBus]:
         cleanup = await connection.channel()
         await topology.delete(cleanup, test_bus.queues)
         await connection.close()
+
+
+@pytest.fixture
+async def bus(amqp_url: str, settings: Settings) -> AsyncIterator[TestBus]:
+    """The shared exchanges under this test's prefix on the real broker."""
+    async with open_test_bus(await aio_pika.connect(amqp_url), settings) as test_bus:
+        yield test_bus

@@ -20,6 +20,9 @@ from bus_orchestrator.runtime.service import CoordinatorService
 from contracts import OrderCancelled
 from tests.conftest import TestBus
 from tests.integration.harness import (
+    REFUND,
+    RELEASE,
+    SCENARIOS,
     migrated,
     order,
     publish,
@@ -29,17 +32,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.e2e
-
-RESERVE, RELEASE = "inventory.reserve_stock.v1", "inventory.release_stock.v1"
-CHARGE, REFUND = "payments.charge_payment.v1", "payments.refund_payment.v1"
-SHIP = "shipping.create_shipment.v1"
-
-SCENARIOS = {
-    "ok": (dict(), SagaStatus.COMPLETED, [RESERVE, CHARGE, SHIP]),
-    "oos": (dict(sku="OOS-1"), SagaStatus.COMPENSATED, [RESERVE]),
-    "declined": (dict(price="10000.01"), SagaStatus.COMPENSATED, [RESERVE, CHARGE, RELEASE]),
-    "zz": (dict(country="ZZ"), SagaStatus.COMPENSATED, [RESERVE, CHARGE, SHIP, REFUND, RELEASE]),
-}
 
 
 @pytest.fixture

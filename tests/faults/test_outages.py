@@ -45,8 +45,10 @@ from bus_orchestrator.core.messages import Command, Reply
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.runtime.service import CoordinatorService
 from bus_orchestrator.transport.topology import Topology
-from tests.conftest import TestBus
+from tests.conftest import TestBus, open_test_bus
 from tests.integration.harness import (
+    SCENARIOS,
+    SHIP,
     migrated,
     order,
     publish,
@@ -68,16 +70,6 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-RESERVE, RELEASE = "inventory.reserve_stock.v1", "inventory.release_stock.v1"
-CHARGE, REFUND = "payments.charge_payment.v1", "payments.refund_payment.v1"
-SHIP = "shipping.create_shipment.v1"
-
-SCENARIOS = {
-    "ok": (dict(), SagaStatus.COMPLETED, [RESERVE, CHARGE, SHIP]),
-    "oos": (dict(sku="OOS-1"), SagaStatus.COMPENSATED, [RESERVE]),
-    "declined": (dict(price="10000.01"), SagaStatus.COMPENSATED, [RESERVE, CHARGE, RELEASE]),
-    "zz": (dict(country="ZZ"), SagaStatus.COMPENSATED, [RESERVE, CHARGE, SHIP, REFUND, RELEASE]),
-}
 ORDERS = 40
 FINAL = {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED}
 # A step deadline is a business rule: one passing during an outage would rightly compensate
@@ -506,17 +498,8 @@ async def robust_bus(
     amqp_url: str, settings: Settings, local_services: None
 ) -> AsyncIterator[TestBus]:
     """Like ``bus``, on a connection that outlives a broker restart, for the teardown."""
-    topology = Topology(settings.exchange_prefix, settings.delivery_limit)
-    connection = await aio_pika.connect_robust(amqp_url)
-    channel = await connection.channel()
-    await topology.declare_exchanges(channel)
-    test_bus = TestBus(connection, topology)
-    try:
+    async with open_test_bus(await aio_pika.connect_robust(amqp_url), settings) as test_bus:
         yield test_bus
-    finally:
-        cleanup = await connection.channel()
-        await topology.delete(cleanup, test_bus.queues)
-        await connection.close()
 
 
 @pytest.fixture

@@ -32,6 +32,19 @@ async def migrated(settings: Settings) -> None:
         await conn.close()
 
 
+RESERVE, RELEASE = "inventory.reserve_stock.v1", "inventory.release_stock.v1"
+CHARGE, REFUND = "payments.charge_payment.v1", "payments.refund_payment.v1"
+SHIP = "shipping.create_shipment.v1"
+
+SCENARIOS = {
+    "ok": (dict(), SagaStatus.COMPLETED, [RESERVE, CHARGE, SHIP]),
+    "oos": (dict(sku="OOS-1"), SagaStatus.COMPENSATED, [RESERVE]),
+    "declined": (dict(price="10000.01"), SagaStatus.COMPENSATED, [RESERVE, CHARGE, RELEASE]),
+    "zz": (dict(country="ZZ"), SagaStatus.COMPENSATED, [RESERVE, CHARGE, SHIP, REFUND, RELEASE]),
+}
+"""The example domain's outcomes: order() changes, final status, commands the adapters see."""
+
+
 def order(
     order_id: str, *, sku: str = "SKU-1", price: str = "10.00", country: str = "DE"
 ) -> OrderPlaced:
