@@ -37,6 +37,10 @@ class Inbound:
     payload: Message
     correlation_id: str | None = None
     causation_id: str | None = None
+    source: str = ""
+    """The CloudEvents ``source``: a message id is unique only together with it."""
+    compensates: str | None = None
+    """On a compensating command: the id of the command it undoes."""
 
     @property
     def message_type(self) -> str:
@@ -68,6 +72,9 @@ class Outgoing:
     payload: Command
     correlation_id: str
     causation_id: str
+    compensates: str | None = None
+    """Set on a compensating command: the id of the forward command it undoes, so an
+    adapter that never saw that command can refuse it should it arrive later."""
 
 
 class Outcome(StrEnum):
@@ -217,7 +224,7 @@ class _Decider:
             deadline=self.now + step.timeout,
             to_compensate=rest,
         )
-        out = Outgoing(command_id, command, instance.correlation_id, self.cause)
+        out = Outgoing(command_id, command, instance.correlation_id, self.cause, record.command_id)
         return Decision(
             Outcome.ADVANCED,
             f"{note}; compensating step {step.name} with {command.message_type}",
@@ -436,6 +443,8 @@ def _on_timer(d: _Decider, instance: SagaInstance, timer: TimerFired) -> Decisio
             ),
             deadline=d.now + step.timeout,
         )
-        out = Outgoing(record.compensation_id, command, instance.correlation_id, d.cause)
+        out = Outgoing(
+            record.compensation_id, command, instance.correlation_id, d.cause, record.command_id
+        )
         return Decision(Outcome.ADVANCED, f"timeout: {waited}; compensation resent", resent, (out,))
     return _compensation_failed(d, instance, waited, "timeout")

@@ -324,6 +324,7 @@ class Coordinator:
                 time=now,
                 correlation_id=out.correlation_id,
                 causation_id=out.causation_id,
+                compensates=out.compensates,
             )
             # The relay's send span is a child of this work, and the adapters see the saga.
             headers = dict(message_out.headers)

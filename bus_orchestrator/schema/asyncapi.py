@@ -143,6 +143,14 @@ def _headers(contract: Contract) -> dict[str, Any]:
         },
         "tracestate": {"type": "string", "description": "W3C trace context, vendor part."},
     }
+    if contract.kind is MessageKind.COMMAND:
+        properties["ce-compensates"] = {
+            "type": "string",
+            "description": (
+                "On a compensating command: the `id` of the command it undoes. An adapter "
+                "that has not seen that command must refuse it should it arrive later."
+            ),
+        }
     if contract.kind is not MessageKind.EVENT:
         echo = "set by the coordinator" if contract.kind is MessageKind.COMMAND else "echoed"
         for header, what in (

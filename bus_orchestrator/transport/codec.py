@@ -32,6 +32,7 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 DATA_CONTENT_TYPE = "application/json"
 CORRELATION = "correlationid"
 CAUSATION = "causationid"
+COMPENSATES = "compensates"
 _FORMAT = JSONFormat()
 
 
@@ -160,11 +161,14 @@ def decode(raw: RawMessage, registry: ContractRegistry, max_bytes: int) -> Inbou
         ) from exc
     correlation = event.get_extension(CORRELATION)
     causation = event.get_extension(CAUSATION)
+    compensates = event.get_extension(COMPENSATES)
     return Inbound(
         message_id=event.get_id(),
         payload=payload,
         correlation_id=None if correlation is None else str(correlation),
         causation_id=None if causation is None else str(causation),
+        source=event.get_source(),
+        compensates=None if compensates is None else str(compensates),
     )
 
 
@@ -177,6 +181,7 @@ def encode(
     time: datetime,
     correlation_id: str | None = None,
     causation_id: str | None = None,
+    compensates: str | None = None,
 ) -> OutboxMessage:
     """A message as a binary-mode CloudEvent, ready to store in the outbox and publish."""
     attributes: dict[str, Any] = {
@@ -191,6 +196,8 @@ def encode(
         attributes[CORRELATION] = correlation_id
     if causation_id is not None:
         attributes[CAUSATION] = causation_id
+    if compensates is not None:
+        attributes[COMPENSATES] = compensates
     wire = rabbitmq.to_binary(CloudEvent(attributes, payload.model_dump(mode="json")), _FORMAT)
     return OutboxMessage(
         message_id=message_id,

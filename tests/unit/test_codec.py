@@ -33,6 +33,7 @@ def test_encode_mirrors_ids_and_round_trips() -> None:
         time=T,
         correlation_id="o-1",
         causation_id="c-1",
+        compensates="f-1",
     )
     assert out.routing_key == "orders.order_cancelled.v1" and out.exchange == "bus.events"
     assert out.headers["ce-correlationid"] == "o-1" and out.headers["ce-causationid"] == "c-1"
@@ -41,6 +42,7 @@ def test_encode_mirrors_ids_and_round_trips() -> None:
     assert inbound.message_id == "m-1"
     assert inbound.payload == OrderCancelled(order_id="o-1")
     assert (inbound.correlation_id, inbound.causation_id) == ("o-1", "c-1")
+    assert (inbound.source, inbound.compensates) == ("test", "f-1")
 
 
 def test_structured_and_binary_modes_decode_alike() -> None:

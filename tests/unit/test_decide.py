@@ -288,6 +288,8 @@ def test_step_timeout_resends_then_compensates_the_uncertain_step_as_well() -> N
     assert run.state.steps[1].attempts == 2
     decision = run.timeout()
     assert [o.payload.message_type for o in decision.send] == ["payments.refund_payment.v1"]
+    # the refund names the charge it undoes, so the adapter can refuse a late charge
+    assert [o.compensates for o in decision.send] == [charge]
     assert run.step_statuses()[1] == ("charge_payment", StepStatus.COMPENSATING)
     assert run.state.steps[1].error == "no reply to step charge_payment within 30s"
     assert run.state.phase is Phase.COMPENSATION
@@ -301,9 +303,12 @@ def test_compensation_is_resent_then_the_saga_fails_for_an_operator() -> None:
     run = Run()
     run.event(placed())
     run.reply(RESERVED)
+    reserve = run.state.steps[0].command_id
     first = run.reply(DECLINED).send[0]
+    assert first.compensates == reserve
     resends = [run.timeout(), run.timeout()]
     assert [d.send[0].message_id for d in resends] == [first.message_id] * 2
+    assert [d.send[0].compensates for d in resends] == [reserve] * 2
     assert run.state.steps[0].compensation_attempts == 3
     final = run.timeout()
     assert final.send == ()
