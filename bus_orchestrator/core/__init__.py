@@ -8,6 +8,7 @@ from bus_orchestrator.core.decide import (
     Outgoing,
     TimerFired,
     decide,
+    fail,
 )
 from bus_orchestrator.core.definition import END, Compensate, Reaction, SagaDefinition, Step
 from bus_orchestrator.core.messages import (
@@ -57,5 +58,6 @@ __all__ = [
     "TimerFired",
     "command_id_for",
     "decide",
+    "fail",
     "saga_id_for",
 ]

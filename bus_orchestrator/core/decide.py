@@ -111,6 +111,26 @@ def _ignored(note: str) -> Decision:
     return Decision(Outcome.IGNORED, note)
 
 
+def fail(instance: SagaInstance, reason: str, now: datetime) -> SagaInstance:
+    """The saga stopped for an operator: nothing awaited, no deadline armed, the reason kept.
+
+    For what ``decide`` cannot handle itself, e.g. a timer of a saga type no longer
+    registered, or one that kept failing.
+    """
+    return instance.model_copy(
+        update={
+            "status": SagaStatus.FAILED,
+            "failure": reason,
+            "current": None,
+            "pending_command_id": None,
+            "deadline": None,
+            "to_compensate": (),
+            "version": instance.version + 1,
+            "updated_at": now,
+        }
+    )
+
+
 def describe(reply: Message) -> str:
     """A one-line reason taken from a failure reply."""
     reason = getattr(reply, "reason", None)

@@ -315,3 +315,15 @@ def test_compensation_is_resent_then_the_saga_fails_for_an_operator() -> None:
     assert run.state.status is SagaStatus.FAILED
     assert run.step_statuses()[0] == ("reserve_stock", StepStatus.COMPENSATION_FAILED)
     assert run.state.failure and "compensation of step reserve_stock failed" in run.state.failure
+
+
+def test_fail_stops_a_saga_for_an_operator() -> None:
+    from bus_orchestrator.core import fail
+
+    run = Run()
+    run.event(placed())
+    before = run.state
+    failed = fail(before, "timer kept failing", T0 + timedelta(hours=1))
+    assert failed.status is SagaStatus.FAILED and failed.failure == "timer kept failing"
+    assert (failed.current, failed.pending_command_id, failed.deadline) == (None, None, None)
+    assert failed.version == before.version + 1 and failed.steps == before.steps
