@@ -433,7 +433,9 @@ def _on_timer(d: _Decider, instance: SagaInstance, timer: TimerFired) -> Decisio
     waited = f"no reply to step {step.name} within {step.timeout.total_seconds():g}s"
 
     if instance.phase is Phase.FORWARD:
-        if record.attempts < step.max_attempts:
+        # Once cancelled, nothing forward goes out again: the timeout ends the wait and
+        # the step is compensated as possibly done.
+        if record.attempts < step.max_attempts and instance.cancel_reason is None:
             command = step.command(data)
             resent = d.save(
                 instance,

@@ -327,3 +327,15 @@ def test_fail_stops_a_saga_for_an_operator() -> None:
     assert failed.status is SagaStatus.FAILED and failed.failure == "timer kept failing"
     assert (failed.current, failed.pending_command_id, failed.deadline) == (None, None, None)
     assert failed.version == before.version + 1 and failed.steps == before.steps
+
+
+def test_a_timeout_after_a_cancellation_does_not_resend_the_forward_command() -> None:
+    run = Run()
+    run.event(placed())
+    run.reply(RESERVED)
+    run.event(OrderCancelled(order_id=OID))  # the charge is awaited: wait for it
+    decision = run.timeout()
+    assert [o.payload.message_type for o in decision.send] == ["payments.refund_payment.v1"]
+    assert "payments.charge_payment.v1" not in run.sent[2:]
+    assert run.step_statuses()[1] == ("charge_payment", StepStatus.COMPENSATING)
+    assert run.state.failure is not None and "cancelled" in run.state.failure
