@@ -1,7 +1,9 @@
 """The pure saga core: definitions, instances and ``decide``. No I/O lives here."""
 
 from bus_orchestrator.core.decide import (
+    COMMAND_REFUSED_TYPE,
     TIMER_MESSAGE_TYPE,
+    CommandRefused,
     Decision,
     Inbound,
     Outcome,
@@ -32,9 +34,11 @@ from bus_orchestrator.core.state import (
 )
 
 __all__ = [
+    "COMMAND_REFUSED_TYPE",
     "END",
     "TIMER_MESSAGE_TYPE",
     "Command",
+    "CommandRefused",
     "Compensate",
     "Contract",
     "ContractRegistry",

@@ -11,10 +11,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from bus_orchestrator.core.definition import END, Compensate, SagaDefinition, Step
-from bus_orchestrator.core.messages import Command, Message, Reply
+from bus_orchestrator.core.messages import REDACT_SECRETS, Command, Message, Reply
 from bus_orchestrator.core.state import (
     Phase,
     SagaInstance,
@@ -27,6 +27,8 @@ from bus_orchestrator.core.state import (
 from bus_orchestrator.errors import DefinitionError
 
 TIMER_MESSAGE_TYPE = "bus.saga_timer_fired"
+COMMAND_REFUSED_TYPE = "bus.command_refused"
+MAX_ERROR_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,28 @@ class TimerFired:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandRefused:
+    """A command a decision built cannot be sent (say, it is over the message size limit).
+
+    The step that sends it fails at once with ``reason``, as if its adapter had refused it.
+    ``cause`` is the id of the message whose decision built the command.
+    """
+
+    saga_id: str
+    command_id: str
+    reason: str
+    cause: str
+
+    @property
+    def message_id(self) -> str:
+        return self.cause
+
+    @property
+    def message_type(self) -> str:
+        return COMMAND_REFUSED_TYPE
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     """A command to send, with the ids that tie it to the saga and its cause."""
 
@@ -81,6 +105,8 @@ class Outcome(StrEnum):
     STARTED = "started"
     ADVANCED = "advanced"
     IGNORED = "ignored"
+    FAILED = "failed"
+    """The saga's own code raised: the saga is stopped in ``failed`` for an operator."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +117,8 @@ class Decision:
     note: str
     instance: SagaInstance | None = None
     send: tuple[Outgoing, ...] = ()
+    error: Exception | None = None
+    """What the saga's own code raised (outcome ``FAILED``), for the runtime to log."""
 
     @property
     def timer(self) -> datetime | None:
@@ -186,8 +214,12 @@ class _Decider:
         )
 
     def finish(self, instance: SagaInstance, status: SagaStatus, **changes: Any) -> SagaInstance:
+        # Secret fields are not kept at rest once the saga is over: they are masked in its
+        # final data, as they are in its history.
+        data = self.definition.data_model.model_validate(changes.pop("data", instance.data))
         return self.save(
             instance,
+            data=data.model_dump(mode="json", context=REDACT_SECRETS),
             status=status,
             current=None,
             pending_command_id=None,
@@ -262,17 +294,40 @@ class _Decider:
         return self.definition.steps[following] if following < len(self.definition.steps) else None
 
 
+DecideMessage = Inbound | TimerFired | CommandRefused
+
+
 def decide(
     definition: SagaDefinition[Any, Any],
     instance: SagaInstance | None,
-    message: Inbound | TimerFired,
+    message: DecideMessage,
     now: datetime,
 ) -> Decision:
-    """Decide what one message means for one saga instance (``None`` if there is none yet)."""
+    """Decide what one message means for one saga instance (``None`` if there is none yet).
+
+    When the definition's own code raises (a step's ``command``, ``on_reply``, ``next``, a
+    reaction, ``initial_data``, or its data model refusing the stored data), the saga is
+    stopped in ``failed`` with the error, so an operator can see and repair it; the message
+    is recorded in its history like any other.
+    """
+    try:
+        return _decide(definition, instance, message, now)
+    except Exception as exc:
+        return _code_failed(definition, instance, message, now, exc)
+
+
+def _decide(
+    definition: SagaDefinition[Any, Any],
+    instance: SagaInstance | None,
+    message: DecideMessage,
+    now: datetime,
+) -> Decision:
     d = _Decider(definition, message.message_id, now)
-    if isinstance(message, TimerFired):
+    if isinstance(message, TimerFired | CommandRefused):
         if instance is None:
-            return _ignored("timer for a saga that does not exist")
+            return _ignored(f"{message.message_type} for a saga that does not exist")
+        if isinstance(message, CommandRefused):
+            return _on_refused(d, instance, message)
         return _on_timer(d, instance, message)
 
     payload = message.payload
@@ -470,3 +525,66 @@ def _on_timer(d: _Decider, instance: SagaInstance, timer: TimerFired) -> Decisio
         )
         return Decision(Outcome.ADVANCED, f"timeout: {waited}; compensation resent", resent, (out,))
     return _compensation_failed(d, instance, waited, "timeout")
+
+
+def _on_refused(d: _Decider, instance: SagaInstance, refused: CommandRefused) -> Decision:
+    if instance.current is None or instance.pending_command_id != refused.command_id:
+        return _ignored(f"refusal of {refused.command_id!r}, which the saga does not await")
+    index = instance.current
+    step = d.definition.step(instance.steps[index].name)
+    what = f"command of step {step.name} refused: {refused.reason}"
+    if instance.phase is Phase.FORWARD:
+        data = d.definition.data_model.model_validate(instance.data)
+        failed = instance.model_copy(
+            update={
+                "steps": d.with_step(
+                    instance,
+                    index,
+                    status=StepStatus.FAILED,
+                    finished_at=d.now,
+                    error=refused.reason,
+                )
+            }
+        )
+        return d.compensate(failed, data, f"step {step.name} failed: {refused.reason}", what)
+    return _compensation_failed(d, instance, refused.reason, what)
+
+
+def error_text(exc: BaseException) -> str:
+    """A one-line account of an exception, without the input values it may quote."""
+    if isinstance(exc, ValidationError):
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<data>'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+    else:
+        text = str(exc)
+    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
+
+
+def _code_failed(
+    definition: SagaDefinition[Any, Any],
+    instance: SagaInstance | None,
+    message: DecideMessage,
+    now: datetime,
+    exc: Exception,
+) -> Decision:
+    reason = f"saga code raised on {message.message_type}: {error_text(exc)}"
+    if instance is None:
+        # A start event whose initial data could not be built: the saga exists, failed,
+        # so that an operator finds it by its correlation id.
+        assert isinstance(message, Inbound)  # noqa: S101 - only a start creates a saga
+        correlation_id = definition.correlate(message.payload)
+        instance = SagaInstance(
+            saga_id=saga_id_for(definition.name, correlation_id),
+            saga_type=definition.name,
+            correlation_id=correlation_id,
+            status=SagaStatus.FAILED,
+            version=0,
+            data={},
+            failure=reason,
+            created_at=now,
+            updated_at=now,
+        )
+        return Decision(Outcome.FAILED, reason, instance, error=exc)
+    return Decision(Outcome.FAILED, reason, fail(instance, reason, now), error=exc)

@@ -247,5 +247,9 @@ def test_a_step_that_builds_another_command_than_it_declares_is_caught() -> None
             ),
         ),
     )
-    with pytest.raises(DefinitionError, match=r"declares it sends tests\.review\.v1"):
-        decide(wrong, None, Inbound("x", Applied(applicant="a"), "a"), T0)
+    decision = decide(wrong, None, Inbound("x", Applied(applicant="a"), "a"), T0)
+    # the saga exists, stopped for an operator, with the definition's mistake as the reason
+    assert decision.outcome is Outcome.FAILED and isinstance(decision.error, DefinitionError)
+    assert decision.instance is not None and decision.instance.status is SagaStatus.FAILED
+    assert "declares it sends tests.review.v1" in (decision.instance.failure or "")
+    assert decision.send == ()
