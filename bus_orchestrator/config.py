@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long processed message ids are kept to recognise duplicates",
     )
+    park_ttl_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long an event waits for a saga that has not started yet",
+    )
+    park_sweep_seconds: float = Field(default=1.0, gt=0)
     housekeeping_seconds: float = Field(default=60.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
     db_pool_size: int = Field(default=10, ge=1)

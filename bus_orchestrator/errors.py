@@ -39,6 +39,8 @@ class DeadLetterReason(StrEnum):
     SCHEMA = "schema-violation"
     OVERSIZED = "oversized"
     HANDLER_ERROR = "handler-error"
+    EXPIRED = "expired"
+    """An event kept for a saga that did not start within its time to live."""
 
 
 class InvalidMessageError(BusOrchestratorError):

@@ -87,6 +87,35 @@ class Loaded:
 
     seen: bool
     instance: SagaInstance | None
+    parked: bool = False
+    """Events that arrived before this saga wait for it (looked up ``ByCorrelation`` only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedMessage:
+    """An event that arrived before the saga it correlates to, kept as it was delivered.
+
+    It waits in the store until that saga starts (then it is applied) or ``expires_at``
+    passes (then it is dead-lettered).
+    """
+
+    saga_type: str
+    correlation_id: str
+    message_id: str
+    source: str
+    message_type: str
+    exchange: str
+    routing_key: str
+    content_type: str | None
+    headers: Mapping[str, str]
+    body: bytes
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    parked_id: int
+    message: ParkedMessage
 
 
 class CommitResult(StrEnum):
@@ -119,17 +148,39 @@ class Change:
     expected_version: int | None
     history: tuple[HistoryEntry, ...]
     outbox: tuple[OutboxMessage, ...] = ()
+    source: str = ""
+    """The message's CloudEvents source: the inbox knows a message by source and id."""
+    unparked: int | None = None
+    """The parked event this message was; removed from the park when the change commits."""
 
 
 class SagaStore(Protocol):
     """Saga state, inbox, audit history and outbox, changed together or not at all."""
 
-    async def load(self, consumer: str, message_id: str, key: SagaKey) -> Loaded:
-        """Find the saga for a message and whether ``consumer`` has seen the message."""
+    async def load(self, consumer: str, message_id: str, key: SagaKey, source: str = "") -> Loaded:
+        """Find the saga for a message and whether ``consumer`` has seen the message
+        (known by its ``source`` and id)."""
         ...
 
     async def commit(self, change: Change) -> Committed:
         """Apply a change in one transaction, guarded by the inbox and the saga version."""
+        ...
+
+    async def park(self, consumer: str, message: ParkedMessage, entry: HistoryEntry) -> bool:
+        """Keep an event for a saga that does not exist yet; record it in the inbox of
+        ``consumer`` and in the (future) saga's history. ``False`` if it was parked before."""
+        ...
+
+    async def parked(self, saga_type: str, correlation_id: str) -> list[Parked]:
+        """The events parked for this saga, in the order they arrived."""
+        ...
+
+    async def parked_ready(self, now: datetime, limit: int) -> list[Parked]:
+        """Parked events whose saga exists by now, or whose time ran out; oldest first."""
+        ...
+
+    async def unpark(self, parked_id: int) -> None:
+        """Forget a parked event (it was applied or dead-lettered)."""
         ...
 
     async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:

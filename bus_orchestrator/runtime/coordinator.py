@@ -13,16 +13,24 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from opentelemetry.trace import Span
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
-from bus_orchestrator.core.decide import Decision, Inbound, TimerFired, decide
+from bus_orchestrator.core.decide import (
+    CommandRefused,
+    Decision,
+    Inbound,
+    Outgoing,
+    TimerFired,
+    decide,
+    error_text,
+)
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
-from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus
+from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
 from bus_orchestrator.errors import (
     BusOrchestratorError,
     ConcurrencyConflictError,
@@ -41,10 +49,14 @@ from bus_orchestrator.ports import (
     Direction,
     HistoryEntry,
     Loaded,
+    OutboxMessage,
+    Parked,
     PendingPublish,
     SagaKey,
     SagaStore,
 )
+from bus_orchestrator.runtime.ordering import KeyedLocks
+from bus_orchestrator.runtime.parking import parked_dead_letter, parked_message, raw_of
 from bus_orchestrator.runtime.spans import Delivery, SagaSpans, Timed
 from bus_orchestrator.telemetry.logs import bind_saga
 from bus_orchestrator.telemetry.setup import Telemetry
@@ -95,6 +107,7 @@ class Coordinator:
         *,
         source: str,
         max_message_bytes: int,
+        park_ttl: timedelta = timedelta(hours=1),
         telemetry: Telemetry | None = None,
     ) -> None:
         self._definitions = {d.name: d for d in definitions}
@@ -105,6 +118,8 @@ class Coordinator:
         self._clock = clock
         self._source = source
         self._max_bytes = max_message_bytes
+        self._park_ttl = park_ttl
+        self._order = KeyedLocks()
         self._telemetry = telemetry or Telemetry.disabled()
         self._spans = SagaSpans(self._telemetry.tracer)  # no-ops when tracing is off
         self._metrics = self._telemetry.metrics
@@ -135,7 +150,11 @@ class Coordinator:
         self._stopping = True
 
     async def handle(self, raw: RawMessage) -> Verdict | DeadLetter:
-        """Handle one delivery; the consumer settles it by the verdict."""
+        """Handle one delivery; the consumer settles it by the verdict.
+
+        Everything up to taking the saga's lock is synchronous, so deliveries of one saga
+        are handled in the order they arrived (see ``runtime.ordering``).
+        """
         context = self._spans.context_of(raw.headers)
         delivery = Delivery(raw.exchange, raw.routing_key, context, time.time_ns())
         try:
@@ -144,21 +163,39 @@ class Coordinator:
             self._spans.refusal(delivery, raw.message_id, str(exc.reason), exc.detail)
             return DeadLetter(exc.reason, exc.detail)
         payload = inbound.payload
-        try:
-            if isinstance(payload, Reply):
-                await self._retrying(self._on_reply, inbound, delivery)
-            elif isinstance(payload, Event) and inbound.message_type in self._events:
-                for definition in self._events[inbound.message_type]:
-                    await self._retrying(self._on_event, inbound, definition, delivery)
-            else:
-                detail = f"no saga here handles {inbound.message_type} ({payload.kind})"
-                self._spans.refusal(delivery, raw.message_id, DeadLetterReason.UNKNOWN_TYPE, detail)
-                return DeadLetter(DeadLetterReason.UNKNOWN_TYPE, detail)
-        except StoppingError:
-            return Verdict.REQUEUE
-        except ConcurrencyConflictError:
-            log.warning("message %s kept conflicting; requeueing it", inbound.message_id)
-            return Verdict.REQUEUE
+        targets: list[tuple[SagaDefinition[Any, Any], str]] = []
+        if isinstance(payload, Reply):
+            keys = [] if inbound.correlation_id is None else [inbound.correlation_id]
+        elif isinstance(payload, Event) and inbound.message_type in self._events:
+            try:
+                targets = [
+                    (d, d.correlation_of(payload)) for d in self._events[payload.message_type]
+                ]
+            except Exception as exc:  # the saga's own correlate: no saga to stop
+                log.exception("correlating %s %s failed", inbound.message_type, inbound.message_id)
+                detail = f"correlating {inbound.message_type} raised {error_text(exc)}"
+                self._spans.refusal(
+                    delivery, raw.message_id, DeadLetterReason.HANDLER_ERROR, detail
+                )
+                return DeadLetter(DeadLetterReason.HANDLER_ERROR, detail)
+            keys = [correlation for _, correlation in targets]
+        else:
+            detail = f"no saga here handles {inbound.message_type} ({payload.kind})"
+            self._spans.refusal(delivery, raw.message_id, DeadLetterReason.UNKNOWN_TYPE, detail)
+            return DeadLetter(DeadLetterReason.UNKNOWN_TYPE, detail)
+        async with self._order.hold(keys):
+            try:
+                if not targets:
+                    await self._retrying(self._on_reply, inbound, delivery)
+                for definition, correlation in targets:
+                    await self._retrying(
+                        self._on_event, inbound, raw, definition, correlation, delivery
+                    )
+            except StoppingError:
+                return Verdict.REQUEUE
+            except ConcurrencyConflictError:
+                log.warning("message %s kept conflicting; requeueing it", inbound.message_id)
+                return Verdict.REQUEUE
         return Verdict.ACK
 
     async def fire(self, instance: SagaInstance) -> None:
@@ -199,16 +236,153 @@ class Coordinator:
             raise StoppingError from exc
 
     async def _on_event(
-        self, inbound: Inbound, definition: SagaDefinition[Any, Any], delivery: Delivery
+        self,
+        inbound: Inbound,
+        raw: RawMessage,
+        definition: SagaDefinition[Any, Any],
+        correlation: str,
+        delivery: Delivery | None,
     ) -> None:
-        assert isinstance(inbound.payload, Event)  # noqa: S101 - routed by handle()
-        key = ByCorrelation(definition.name, definition.correlation_of(inbound.payload))
-        await self._apply(definition, definition.name, inbound, key, delivery)
+        key = ByCorrelation(definition.name, correlation)
+        first: Timed | None = await self._load(definition.name, inbound, key)
+        assert first is not None  # noqa: S101 - for mypy: just loaded
+        loaded = first.loaded
+        starts = isinstance(inbound.payload, definition.start_types)
+        if loaded.instance is None and not starts and not loaded.seen:
+            await self._park(definition, correlation, inbound, raw)
+            return
+        if loaded.parked and not starts:
+            # Events that arrived before the saga started come before this one.
+            await self._unpark(definition, correlation)
+            first = None
+        await self._apply(definition, definition.name, inbound, key, delivery, first)
+        if loaded.parked and starts:
+            await self._unpark(definition, correlation)
+
+    async def _park(
+        self,
+        definition: SagaDefinition[Any, Any],
+        correlation: str,
+        inbound: Inbound,
+        raw: RawMessage,
+    ) -> None:
+        """Keep an event whose saga does not exist yet, to apply when it starts."""
+        now = self._clock()
+        message = parked_message(definition.name, correlation, inbound, raw, now + self._park_ttl)
+        note = (
+            f"no {definition.name} saga for {correlation!r} yet: kept until it starts "
+            f"or {message.expires_at.isoformat()}"
+        )
+        entry = _entry_in(inbound, "parked", note, now)
+        parked = await self._store.park(f"park.{definition.name}", message, entry)
+        if not parked:
+            self._metrics.duplicate("coordinator")
+            return
+        log.info("%s %s parked: %s", inbound.message_type, inbound.message_id, note)
+        # The saga may have started while this was being parked, by another coordinator
+        # that looked for parked events before this one was there: look again, after.
+        again = await self._store.load(
+            definition.name,
+            inbound.message_id,
+            ByCorrelation(definition.name, correlation),
+            inbound.source,
+        )
+        if again.instance is not None:
+            await self._unpark(definition, correlation)
+
+    async def _unpark(self, definition: SagaDefinition[Any, Any], correlation: str) -> None:
+        """Apply the events parked for this saga, in the order they arrived."""
+        for parked in await self._store.parked(definition.name, correlation):
+            await self._apply_parked(definition, parked)
+
+    async def _apply_parked(self, definition: SagaDefinition[Any, Any], parked: Parked) -> None:
+        message = parked.message
+        try:
+            inbound = decode(raw_of(message), self._registry, self._max_bytes)
+        except InvalidMessageError as exc:  # its contract changed while it waited
+            await self._expire(parked, exc.reason, exc.detail)
+            return
+        key = ByCorrelation(message.saga_type, message.correlation_id)
+        await self._apply(
+            definition, definition.name, inbound, key, None, unparked=parked.parked_id
+        )
+
+    async def sweep_parked(self, limit: int = 200) -> int:
+        """Act on parked events that were left waiting: apply those whose saga exists by
+        now (a coordinator stopped before it applied them), dead-letter those that expired.
+        Returns how many it handled."""
+        ready = await self._store.parked_ready(self._clock(), limit)
+        for parked in ready:
+            message = parked.message
+            definition = self._definitions.get(message.saga_type)
+            async with self._order.hold([message.correlation_id]):
+                loaded = await self._store.load(
+                    message.saga_type,
+                    message.message_id,
+                    ByCorrelation(message.saga_type, message.correlation_id),
+                    message.source,
+                )
+                if definition is not None and loaded.instance is not None:
+                    await self._apply_parked(definition, parked)
+                elif message.expires_at <= self._clock():
+                    await self._expire(parked)
+        return len(ready)
+
+    async def _expire(
+        self,
+        parked: Parked,
+        reason: DeadLetterReason = DeadLetterReason.EXPIRED,
+        detail: str | None = None,
+    ) -> None:
+        """Record a parked event whose saga never started (or that can no longer be read),
+        and dead-letter it."""
+        message = parked.message
+        now = self._clock()
+        detail = detail or (
+            f"no {message.saga_type} saga for {message.correlation_id!r} started before "
+            f"{message.expires_at.isoformat()}"
+        )
+        entry = HistoryEntry(
+            direction=Direction.IN,
+            message_id=message.message_id,
+            message_type=message.message_type,
+            correlation_id=message.correlation_id,
+            causation_id=None,
+            outcome=str(reason),
+            note=detail,
+            payload={},
+            at=now,
+        )
+        dead = parked_dead_letter(message, self._topology.dead, reason, detail, now)
+        change = Change(
+            consumer=f"expire.{message.saga_type}",
+            message_id=message.message_id,
+            saga_id=saga_id_for(message.saga_type, message.correlation_id),
+            instance=None,
+            expected_version=None,
+            history=(entry,),
+            outbox=(dead,),
+            source=message.source,
+            unparked=parked.parked_id,
+        )
+        committed = await self._store.commit(change)
+        if committed.result is CommitResult.COMMITTED:
+            self._relay.submit(committed.outbox)
+            self._metrics.dead_lettered("coordinator", str(reason))
+            log.warning(
+                "parked %s %s dead-lettered: %s: %s",
+                message.message_type,
+                message.message_id,
+                reason,
+                detail,
+            )
+        else:
+            await self._store.unpark(parked.parked_id)
 
     async def _on_reply(self, inbound: Inbound, delivery: Delivery) -> None:
         if inbound.causation_id is not None:
             timed = await self._load(
-                REPLY_CONSUMER, inbound.message_id, ByPendingCommand(inbound.causation_id)
+                REPLY_CONSUMER, inbound, ByPendingCommand(inbound.causation_id)
             )
             if timed.loaded.seen:
                 self._metrics.duplicate("coordinator")
@@ -223,7 +397,7 @@ class Coordinator:
         if inbound.correlation_id is not None:
             for definition in self._replies.get(inbound.message_type, []):
                 by_correlation = ByCorrelation(definition.name, inbound.correlation_id)
-                timed = await self._load(REPLY_CONSUMER, inbound.message_id, by_correlation)
+                timed = await self._load(REPLY_CONSUMER, inbound, by_correlation)
                 if timed.loaded.instance is not None:
                     await self._apply(
                         definition, REPLY_CONSUMER, inbound, by_correlation, delivery, timed
@@ -231,9 +405,9 @@ class Coordinator:
                     return
         await self._record(REPLY_CONSUMER, inbound, delivery, "no saga awaits this reply")
 
-    async def _load(self, consumer: str, message_id: str, key: SagaKey) -> Timed:
+    async def _load(self, consumer: str, message: Inbound | TimerFired, key: SagaKey) -> Timed:
         started = time.time_ns()
-        loaded = await self._store.load(consumer, message_id, key)
+        loaded = await self._store.load(consumer, message.message_id, key, _source(message))
         return Timed(loaded, started, time.time_ns())
 
     async def _apply(
@@ -244,23 +418,27 @@ class Coordinator:
         key: SagaKey,
         delivery: Delivery | None,
         first: Timed | None = None,
+        *,
+        unparked: int | None = None,
     ) -> None:
         """Decide and commit; on a version conflict, reload and decide again."""
         if first is None:
-            first = await self._load(consumer, message.message_id, key)
+            first = await self._load(consumer, message, key)
         with self._spans.message(message, delivery, first) as span:
             loaded: Loaded | None = first.loaded
             before = first.loaded.instance
             for _ in range(MAX_CONFLICTS):
                 if loaded is None:
                     with self._spans.db("load saga", "SELECT", before):
-                        loaded = await self._store.load(consumer, message.message_id, key)
+                        loaded = await self._store.load(
+                            consumer, message.message_id, key, _source(message)
+                        )
                 before = loaded.instance
                 if loaded.seen:
-                    self._duplicate(span, message)
+                    await self._duplicate(span, message, unparked)
                     return
                 now = self._clock()
-                decision = decide(definition, before, message, now)
+                decision, encoded = self._decide(definition, before, message, now)
                 after = decision.instance
                 saga = after or before
                 if span.is_recording():
@@ -274,7 +452,9 @@ class Coordinator:
                     if after is not None and after.phase is Phase.COMPENSATION:
                         span.set_attribute("saga.compensation", True)
                 with bind_saga(saga.saga_id) if saga else nullcontext():
-                    change = self._change(consumer, message, before, decision, now)
+                    change = self._change(
+                        consumer, message, before, decision, encoded, now, unparked
+                    )
                     with self._spans.db("commit saga", "WITH", saga):
                         committed = await self._store.commit(change)
                     if committed.result is CommitResult.COMMITTED:
@@ -284,20 +464,77 @@ class Coordinator:
                             span.set_attribute("saga.outcome", str(decision.outcome))
                         return
                 if committed.result is CommitResult.DUPLICATE:
-                    self._duplicate(span, message)
+                    await self._duplicate(span, message, unparked)
                     return
                 loaded = None
             raise ConcurrencyConflictError(f"saga for {message.message_id} kept changing")
 
-    def _duplicate(self, span: Span, message: Inbound | TimerFired) -> None:
+    def _decide(
+        self,
+        definition: SagaDefinition[Any, Any],
+        before: SagaInstance | None,
+        message: Inbound | TimerFired,
+        now: datetime,
+    ) -> tuple[Decision, list[OutboxMessage]]:
+        """``decide``, with the commands it sends encoded; a command over the size limit
+        fails its step at once (``CommandRefused``), and the saga decides again."""
+        decision = decide(definition, before, message, now)
+        notes = [decision.note]
+        for _ in range(2 * len(definition.steps) + 1):  # each refusal moves the saga on
+            encoded = [self._encode(out, now) for out in decision.send]
+            oversized = [
+                (out, len(m.body))
+                for out, m in zip(decision.send, encoded, strict=True)
+                if len(m.body) > self._max_bytes
+            ]
+            if not oversized or decision.instance is None:
+                break
+            out, size = oversized[0]
+            reason = (
+                f"{out.payload.message_type} would be {size} bytes, "
+                f"over the limit of {self._max_bytes}"
+            )
+            refused = CommandRefused(
+                decision.instance.saga_id, out.message_id, reason, message.message_id
+            )
+            log.warning("saga %s: %s", decision.instance.saga_id, reason)
+            following = decide(definition, decision.instance, refused, now)
+            notes.append(following.note)
+            decision = dataclasses.replace(
+                following,
+                outcome=decision.outcome,
+                note="; ".join(notes),
+                error=decision.error or following.error,
+            )
+        return decision, encoded
+
+    def _encode(self, out: Outgoing, now: datetime) -> OutboxMessage:
+        return encode(
+            message_id=out.message_id,
+            payload=out.payload,
+            exchange=self._topology.exchange_for(out.payload.kind),
+            source=self._source,
+            time=now,
+            correlation_id=out.correlation_id,
+            causation_id=out.causation_id,
+            compensates=out.compensates,
+        )
+
+    async def _duplicate(
+        self, span: Span, message: Inbound | TimerFired, unparked: int | None
+    ) -> None:
         log.debug("duplicate %s %s ignored", message.message_type, message.message_id)
         span.set_attribute("saga.outcome", "duplicate")
         self._metrics.duplicate("coordinator")
+        if unparked is not None:  # applied before, its park entry left behind: drop it
+            await self._store.unpark(unparked)
 
     async def _record(self, consumer: str, inbound: Inbound, delivery: Delivery, note: str) -> None:
         now = self._clock()
         entry = _entry_in(inbound, "ignored", note, now)
-        change = Change(consumer, inbound.message_id, None, None, None, (entry,))
+        change = Change(
+            consumer, inbound.message_id, None, None, None, (entry,), source=inbound.source
+        )
         with self._spans.ignored(delivery, inbound), self._spans.db("commit saga", "WITH"):
             committed = await self._store.commit(change)
         if committed.result is CommitResult.DUPLICATE:
@@ -310,27 +547,19 @@ class Coordinator:
         message: Inbound | TimerFired,
         before: SagaInstance | None,
         decision: Decision,
+        encoded: Sequence[OutboxMessage],
         now: datetime,
+        unparked: int | None,
     ) -> Change:
         after = decision.instance
         history = [_entry_in(message, decision.outcome, decision.note, now)]
         outbox = []
-        for out in decision.send:
-            message_out = encode(
-                message_id=out.message_id,
-                payload=out.payload,
-                exchange=self._topology.exchange_for(out.payload.kind),
-                source=self._source,
-                time=now,
-                correlation_id=out.correlation_id,
-                causation_id=out.causation_id,
-                compensates=out.compensates,
-            )
+        compensation = after is not None and after.phase is Phase.COMPENSATION
+        for out, message_out in zip(decision.send, encoded, strict=True):
             # The relay's send span is a child of this work, and the adapters see the saga.
             headers = dict(message_out.headers)
             if self._spans.enabled:
                 inject(headers)
-            compensation = after is not None and after.phase is Phase.COMPENSATION
             headers.update(saga_headers(saga_attributes(after), compensation))
             outbox.append(dataclasses.replace(message_out, headers=headers))
             history.append(
@@ -355,11 +584,15 @@ class Coordinator:
             expected_version=before.version if before is not None and after is not None else None,
             history=tuple(history),
             outbox=tuple(outbox),
+            source=_source(message),
+            unparked=unparked,
         )
 
     def _observe(self, decision: Decision, before: SagaInstance | None) -> None:
         """Metrics and logs for what a committed decision changed."""
         after = decision.instance
+        if decision.error is not None:
+            log.error("saga code raised: %s", decision.note, exc_info=decision.error)
         if after is None:
             log.info("ignored: %s", decision.note)
             return
@@ -386,6 +619,11 @@ class Coordinator:
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
         if after.status is SagaStatus.FAILED:
             log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
+
+
+def _source(message: Inbound | TimerFired) -> str:
+    """The source a message is known by in the inbox; the engine's own timers have none."""
+    return message.source if isinstance(message, Inbound) else ""
 
 
 def _entry_in(

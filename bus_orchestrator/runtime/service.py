@@ -17,6 +17,7 @@ from bus_orchestrator.core.messages import ContractRegistry
 from bus_orchestrator.ports import Clock
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.housekeeping import Housekeeping
+from bus_orchestrator.runtime.parking import ParkSweeper
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop
 from bus_orchestrator.store.migrate import require_migrated
@@ -61,6 +62,7 @@ class CoordinatorService:
         self.coordinator: Coordinator | None = None
         self.timers: TimerLoop | None = None
         self._housekeeping: Housekeeping | None = None
+        self.park: ParkSweeper | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -91,6 +93,7 @@ class CoordinatorService:
             self._clock,
             source=settings.source,
             max_message_bytes=settings.max_message_bytes,
+            park_ttl=timedelta(seconds=settings.park_ttl_seconds),
             telemetry=self._telemetry,
         )
         queue = await self.topology.declare_work_queue(
@@ -109,6 +112,8 @@ class CoordinatorService:
             interval=settings.housekeeping_seconds,
         )
         self._housekeeping.start()
+        self.park = ParkSweeper(self.coordinator.sweep_parked, settings.park_sweep_seconds)
+        self.park.start()
         self._consumer = QueueConsumer(
             queue,
             self.coordinator.handle,
@@ -131,6 +136,8 @@ class CoordinatorService:
             await self._consumer.stop(grace)
         if self.timers is not None:
             await self.timers.stop()
+        if self.park is not None:
+            await self.park.stop()
         if self._housekeeping is not None:
             await self._housekeeping.stop()
         if self.relay is not None:

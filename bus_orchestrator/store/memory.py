@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from bus_orchestrator.core.state import SagaInstance, SagaStatus
+from bus_orchestrator.core.state import SagaInstance, SagaStatus, saga_id_for
 from bus_orchestrator.ports import (
     ByCorrelation,
     ByPendingCommand,
@@ -25,6 +25,8 @@ from bus_orchestrator.ports import (
     HistoryEntry,
     Loaded,
     OutboxMessage,
+    Parked,
+    ParkedMessage,
     PendingPublish,
     SagaKey,
 )
@@ -63,15 +65,25 @@ class InMemorySagaStore:
         self._clock = clock
         self._sagas: dict[uuid.UUID, SagaInstance] = {}
         self._by_correlation: dict[tuple[str, str], uuid.UUID] = {}
-        self._inbox: dict[tuple[str, str], datetime] = {}
+        self._inbox: dict[tuple[str, str, str], datetime] = {}
+        self._parked: dict[int, ParkedMessage] = {}
+        self._last_parked_id = 0
         self._history: list[tuple[uuid.UUID | None, HistoryEntry]] = []
         self._outbox: dict[int, _OutboxRow] = {}
         self._last_outbox_id = 0
 
     # -- the message path --------------------------------------------------------------
 
-    async def load(self, consumer: str, message_id: str, key: SagaKey) -> Loaded:
-        return Loaded(seen=(consumer, message_id) in self._inbox, instance=self._find_key(key))
+    async def load(self, consumer: str, message_id: str, key: SagaKey, source: str = "") -> Loaded:
+        parked = isinstance(key, ByCorrelation) and any(
+            (p.saga_type, p.correlation_id) == (key.saga_type, key.correlation_id)
+            for p in self._parked.values()
+        )
+        return Loaded(
+            seen=(consumer, source, message_id) in self._inbox,
+            instance=self._find_key(key),
+            parked=parked,
+        )
 
     def _find_key(self, key: SagaKey) -> SagaInstance | None:
         if isinstance(key, ByCorrelation):
@@ -89,7 +101,8 @@ class InMemorySagaStore:
         instance = change.instance
         if instance is not None and not self._may_write(instance, change.expected_version):
             return Committed(CommitResult.CONFLICT)
-        if (change.consumer, change.message_id) in self._inbox:
+        inbox_key = (change.consumer, change.source, change.message_id)
+        if inbox_key in self._inbox:
             return Committed(CommitResult.DUPLICATE)
 
         if instance is not None:
@@ -98,7 +111,9 @@ class InMemorySagaStore:
             self._by_correlation.setdefault(
                 (instance.saga_type, instance.correlation_id), saga_uuid
             )
-        self._inbox[(change.consumer, change.message_id)] = self._clock()
+        self._inbox[inbox_key] = self._clock()
+        if change.unparked is not None:
+            self._parked.pop(change.unparked, None)
 
         history_id = change.saga_id
         if history_id is None and instance is not None:
@@ -127,6 +142,38 @@ class InMemorySagaStore:
             return saga_uuid not in self._sagas and not taken
         current = self._sagas.get(saga_uuid)
         return current is not None and current.version == expected_version
+
+    # -- the park -----------------------------------------------------------------------
+
+    async def park(self, consumer: str, message: ParkedMessage, entry: HistoryEntry) -> bool:
+        inbox_key = (consumer, message.source, message.message_id)
+        if inbox_key in self._inbox:
+            return False
+        self._inbox[inbox_key] = self._clock()
+        saga_uuid = uuid.UUID(saga_id_for(message.saga_type, message.correlation_id))
+        payload = json.loads(json.dumps(entry.payload))
+        self._history.append((saga_uuid, replace(entry, payload=payload)))
+        self._last_parked_id += 1
+        self._parked[self._last_parked_id] = replace(message, headers=dict(message.headers))
+        return True
+
+    async def parked(self, saga_type: str, correlation_id: str) -> list[Parked]:
+        return [
+            Parked(i, m)
+            for i, m in sorted(self._parked.items())
+            if (m.saga_type, m.correlation_id) == (saga_type, correlation_id)
+        ]
+
+    async def parked_ready(self, now: datetime, limit: int) -> list[Parked]:
+        ready = [
+            Parked(i, m)
+            for i, m in sorted(self._parked.items())
+            if m.expires_at <= now or (m.saga_type, m.correlation_id) in self._by_correlation
+        ]
+        return ready[:limit]
+
+    async def unpark(self, parked_id: int) -> None:
+        self._parked.pop(parked_id, None)
 
     # -- timers and queries --------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from bus_orchestrator.config import Settings
-from bus_orchestrator.core.state import SagaInstance, SagaStatus
+from bus_orchestrator.core.state import SagaInstance, SagaStatus, saga_id_for
 from bus_orchestrator.ports import (
     ByCorrelation,
     ByPendingCommand,
@@ -26,6 +26,8 @@ from bus_orchestrator.ports import (
     HistoryEntry,
     Loaded,
     OutboxMessage,
+    Parked,
+    ParkedMessage,
     PendingPublish,
     SagaKey,
 )
@@ -90,7 +92,7 @@ class PostgresSagaStore:
 
     # -- the message path --------------------------------------------------------------
 
-    async def load(self, consumer: str, message_id: str, key: SagaKey) -> Loaded:
+    async def load(self, consumer: str, message_id: str, key: SagaKey, source: str = "") -> Loaded:
         args: tuple[str | None, ...]
         if isinstance(key, ByCorrelation):
             query, args = self._sql.load_by_correlation, (key.saga_type, key.correlation_id)
@@ -99,9 +101,13 @@ class PostgresSagaStore:
         else:
             query, args = self._sql.load_by_saga_id, (_as_uuid(key.saga_id),)
         with postgres_errors:
-            row = _single(await self._pool.fetchrow(query, consumer, message_id, *args))
+            row = _single(await self._pool.fetchrow(query, consumer, message_id, *args, source))
         state = row["state"]
-        return Loaded(seen=row["seen"], instance=None if state is None else _instance(state))
+        return Loaded(
+            seen=row["seen"],
+            instance=None if state is None else _instance(state),
+            parked=isinstance(key, ByCorrelation) and row["parked"],
+        )
 
     async def commit(self, change: Change) -> Committed:
         instance = change.instance
@@ -144,6 +150,8 @@ class PostgresSagaStore:
             *_history_columns(change.history),
             self._outbox_lease,
             *_outbox_columns(change.outbox),
+            change.source,
+            change.unparked,
             *saga_args,
         )
         try:
@@ -157,6 +165,52 @@ class PostgresSagaStore:
             return Committed(CommitResult.CONFLICT)
         pending = zip(row["outbox_ids"], change.outbox, strict=True)
         return Committed(CommitResult.COMMITTED, tuple(PendingPublish(i, m) for i, m in pending))
+
+    # -- the park: events that arrived before their saga ----------------------------------
+
+    async def park(self, consumer: str, message: ParkedMessage, entry: HistoryEntry) -> bool:
+        try:
+            with postgres_errors:
+                await self._pool.execute(
+                    self._sql.park,
+                    consumer,
+                    message.source,
+                    message.message_id,
+                    saga_id_for(message.saga_type, message.correlation_id),
+                    entry.at,
+                    message.message_type,
+                    message.correlation_id,
+                    entry.causation_id,
+                    entry.outcome,
+                    entry.note,
+                    json.dumps(entry.payload),
+                    message.saga_type,
+                    message.exchange,
+                    message.routing_key,
+                    message.content_type,
+                    json.dumps(dict(message.headers)),
+                    message.body,
+                    message.expires_at,
+                )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != _INBOX_KEY:
+                raise
+            return False
+        return True
+
+    async def parked(self, saga_type: str, correlation_id: str) -> list[Parked]:
+        with postgres_errors:
+            rows = await self._pool.fetch(self._sql.parked, saga_type, correlation_id)
+        return [_parked(row) for row in rows]
+
+    async def parked_ready(self, now: datetime, limit: int) -> list[Parked]:
+        with postgres_errors:
+            rows = await self._pool.fetch(self._sql.parked_ready, now, limit)
+        return [_parked(row) for row in rows]
+
+    async def unpark(self, parked_id: int) -> None:
+        with postgres_errors:
+            await self._pool.execute(self._sql.unpark, parked_id)
 
     # -- timers and queries --------------------------------------------------------------
 
@@ -248,6 +302,25 @@ class PostgresSagaStore:
         with postgres_errors:
             row = _single(await self._pool.fetchrow(self._sql.outbox_backlog))
         return row["unsent"], row["oldest_age"]
+
+
+def _parked(row: asyncpg.Record) -> Parked:
+    return Parked(
+        parked_id=row["id"],
+        message=ParkedMessage(
+            saga_type=row["saga_type"],
+            correlation_id=row["correlation_id"],
+            message_id=row["message_id"],
+            source=row["source"],
+            message_type=row["message_type"],
+            exchange=row["exchange"],
+            routing_key=row["routing_key"],
+            content_type=row["content_type"],
+            headers=json.loads(row["headers"]),
+            body=row["body"],
+            expires_at=row["expires_at"],
+        ),
+    )
 
 
 def _history_columns(entries: Sequence[HistoryEntry]) -> tuple[list[Any], ...]:

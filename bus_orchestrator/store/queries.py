@@ -20,6 +20,10 @@ class Queries:
     commit_insert_saga: str
     commit_update_saga: str
     commit_record_only: str
+    park: str
+    parked: str
+    parked_ready: str
+    unpark: str
     due_timers: str
     find: str
     list_sagas: str

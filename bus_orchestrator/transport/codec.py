@@ -198,13 +198,15 @@ def encode(
         attributes[CAUSATION] = causation_id
     if compensates is not None:
         attributes[COMPENSATES] = compensates
-    wire = rabbitmq.to_binary(CloudEvent(attributes, payload.model_dump(mode="json")), _FORMAT)
+    # The SDK maps the attributes to headers; the body is pydantic's own JSON: compact, and
+    # UTF-8 without escaping, so non-ASCII text costs its bytes and no more.
+    wire = rabbitmq.to_binary(CloudEvent(attributes, None), _FORMAT)
     return OutboxMessage(
         message_id=message_id,
         message_type=payload.message_type,
         exchange=exchange,
         routing_key=payload.message_type,
-        body=wire.body,
+        body=payload.model_dump_json().encode(),
         content_type=wire.content_type or DATA_CONTENT_TYPE,
         headers=wire.headers,
         correlation_id=correlation_id,

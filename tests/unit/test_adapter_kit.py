@@ -175,7 +175,7 @@ async def test_a_command_is_answered_with_a_confirmed_reply_tied_to_it() -> None
     assert reply.headers["ce-correlationid"] == "order-1"
     assert reply.headers["ce-causationid"] == "cmd-1"
     assert reply.headers["ce-source"] == "urn:bus-orchestrator:adapter:echo"
-    assert reply.body == b'{"text": "HELLO"}'
+    assert reply.body == b'{"text":"HELLO"}'
     assert kit.log.records[("echo", "cmd-1")] == CommandRecord(
         "echo", "cmd-1", "test.ping.v1", "order-1", reply
     )

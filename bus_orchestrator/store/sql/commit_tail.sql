@@ -6,13 +6,19 @@
 --           correlation_id, causation_id, outcome, note, payload (JSON text),
 --   $13 outbox lease,
 --   $14..$21 outbox columns as arrays: message_id, message_type, exchange, routing_key,
---            content_type, correlation_id, headers (JSON text), body.
+--            content_type, correlation_id, headers (JSON text), body,
+--   $22 the message's source (the inbox knows a message by consumer, source and id),
+--   $23 the parked event this message was (NULL if none): removed once the rest is written.
 -- The inbox insert has no ON CONFLICT on purpose: a message seen before raises
 -- unique_violation on saga_inbox_pkey and the whole statement is undone (DUPLICATE).
 inbox_row AS (
-    INSERT INTO saga_inbox (consumer, message_id)
-    SELECT $1::text, $2::text FROM saga_row
+    INSERT INTO saga_inbox (consumer, source, message_id)
+    SELECT $1::text, $22::text, $2::text FROM saga_row
     RETURNING 1
+),
+unparked AS (
+    DELETE FROM parked_event
+    WHERE id = $23::bigint AND EXISTS (SELECT 1 FROM inbox_row)
 ),
 history_rows AS (
     INSERT INTO saga_history (saga_id, at, direction, message_id, message_type,
