@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -12,18 +11,17 @@ from adapters import example_adapters, inventory_adapter, payments_adapter, ship
 from adapters.inventory import FakeInventory
 from adapters.payments import FakePaymentGateway
 from adapters.shipping import FakeCarrier
-from bus_orchestrator.adapters import Adapter
-from bus_orchestrator.adapters.runner import run_adapters, work_queue_name
+from bus_orchestrator.adapters.runner import work_queue_name
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.runtime.service import CoordinatorService
 from contracts import OrderCancelled
 from tests.conftest import TestBus
+from tests.e2e.conftest import Adapters
 from tests.integration.harness import (
     REFUND,
     RELEASE,
     SCENARIOS,
-    migrated,
     order,
     publish,
     sql,
@@ -32,40 +30,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def schema(settings: Settings, db_schema: str) -> str:
-    await migrated(settings)
-    return db_schema
-
-
-class Adapters:
-    """Example adapters running in the background until the test ends."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.runs: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
-
-    def start(self, adapters: Sequence[Adapter]) -> None:
-        stop = asyncio.Event()
-        self.runs.append((stop, asyncio.create_task(run_adapters(self.settings, adapters, stop))))
-
-    async def stop(self) -> None:
-        for stop, task in self.runs:
-            stop.set()
-            await task
-
-
-@pytest.fixture
-async def running_adapters(
-    settings: Settings, schema: str, bus: TestBus
-) -> AsyncIterator[Adapters]:
-    adapters = Adapters(settings)
-    try:
-        yield adapters
-    finally:
-        await adapters.stop()
 
 
 def commands_by_order(messages: list) -> dict[str, list[str]]:
