@@ -537,3 +537,92 @@ async def test_unreachable_database_is_unavailable(settings: Settings) -> None:
     with pytest.raises(StoreUnavailableError) as raised:
         await create_pool(unreachable)
     assert isinstance(raised.value.__cause__, OSError)
+
+
+# -- message ids per source, and the park ---------------------------------------------
+
+
+async def test_a_message_is_known_by_its_source_and_id(store: Store) -> None:
+    from dataclasses import replace
+
+    key = ByCorrelation("order", "order-1")
+    web = replace(change("m1", make_saga()), source="urn:web")
+    assert (await store.commit(web)).result is CommitResult.COMMITTED
+    assert (await store.load(CONSUMER, "m1", key, "urn:web")).seen
+    assert not (await store.load(CONSUMER, "m1", key, "urn:mobile")).seen
+    mobile = replace(change("m1", make_saga("order-2")), source="urn:mobile")
+    assert (await store.commit(mobile)).result is CommitResult.COMMITTED
+    again = replace(change("m1", make_saga("order-3")), source="urn:web")
+    assert (await store.commit(again)).result is CommitResult.DUPLICATE
+
+
+def parked(correlation_id: str = "order-1", message_id: str = "p1", **changes: Any) -> Any:
+    from bus_orchestrator.ports import ParkedMessage
+
+    fields: dict[str, Any] = {
+        "saga_type": "order",
+        "correlation_id": correlation_id,
+        "message_id": message_id,
+        "source": "urn:web",
+        "message_type": "orders.order_cancelled.v1",
+        "exchange": "bus.events",
+        "routing_key": "orders.order_cancelled.v1",
+        "content_type": "application/json",
+        "headers": {"ce-id": message_id, "traceparent": "00-ab-cd-01"},
+        "body": b'{"order_id": "order-1", "note": "\xc3\xbc"}',
+        "expires_at": T0 + timedelta(hours=1),
+    }
+    fields.update(changes)
+    return ParkedMessage(**fields)
+
+
+async def test_a_parked_event_waits_in_order_and_is_recorded_once(store: Store) -> None:
+    first, second = parked(message_id="p1"), parked(message_id="p2")
+    assert await store.park("park.order", first, entry("p1", "parked"))
+    assert await store.park("park.order", second, entry("p2", "parked"))
+    assert not await store.park("park.order", first, entry("p1", "parked"))  # redelivered
+    waiting = await store.parked("order", "order-1")
+    assert [p.message for p in waiting] == [first, second]
+    assert waiting[0].parked_id < waiting[1].parked_id
+    assert await store.parked("order", "order-2") == []
+    # recorded in the history of the saga it waits for, before that saga exists
+    history = await store.history(saga_id_for("order", "order-1"))
+    assert [(e.message_id, e.note) for e in history] == [("p1", "parked"), ("p2", "parked")]
+    # the load that would start that saga says events wait for it
+    key = ByCorrelation("order", "order-1")
+    assert (await store.load(CONSUMER, "m1", key)).parked
+    assert not (await store.load(CONSUMER, "m1", ByCorrelation("order", "order-2"))).parked
+
+
+async def test_applying_a_parked_event_removes_it_with_the_commit(store: Store) -> None:
+    from dataclasses import replace
+
+    await store.park("park.order", parked(), entry("p1", "parked"))
+    [waiting] = await store.parked("order", "order-1")
+    saga = make_saga()
+    await store.commit(change("m1", saga))
+    # a commit that fails takes nothing out of the park
+    stale = replace(change("p1", bump(saga, version=5), 4), unparked=waiting.parked_id)
+    assert (await store.commit(stale)).result is CommitResult.CONFLICT
+    assert len(await store.parked("order", "order-1")) == 1
+    applied = replace(change("p1", bump(saga), 1), source="urn:web", unparked=waiting.parked_id)
+    assert (await store.commit(applied)).result is CommitResult.COMMITTED
+    assert await store.parked("order", "order-1") == []
+    assert not (await store.load(CONSUMER, "m9", ByCorrelation("order", "order-1"))).parked
+
+
+async def test_parked_events_are_ready_when_their_saga_exists_or_they_expire(
+    store: Store,
+) -> None:
+    await store.park("park.order", parked("order-1", "p1"), entry("p1"))
+    await store.park(
+        "park.order", parked("order-2", "p2", expires_at=T0 - timedelta(seconds=1)), entry("p2")
+    )
+    await store.park("park.order", parked("order-3", "p3"), entry("p3"))
+    assert [p.message.message_id for p in await store.parked_ready(T0, 10)] == ["p2"]
+    await store.commit(change("m1", make_saga("order-1")))
+    ready = await store.parked_ready(T0, 10)
+    assert [p.message.message_id for p in ready] == ["p1", "p2"]
+    assert [p.message.message_id for p in await store.parked_ready(T0, 1)] == ["p1"]
+    await store.unpark(ready[0].parked_id)
+    assert [p.message.message_id for p in await store.parked_ready(T0, 10)] == ["p2"]
