@@ -85,7 +85,11 @@ def inventory_adapter(system: FakeInventory, *, retry: RetryPolicy | None = None
     """The ``inventory`` adapter: ``ReserveStock`` and ``ReleaseStock`` on ``system``."""
     adapter = Adapter("inventory", REGISTRY, retry=retry)
 
-    @adapter.handles(ReserveStock, replies=(StockReserved, StockUnavailable))
+    @adapter.handles(
+        ReserveStock,
+        replies=(StockReserved, StockUnavailable),
+        refuse=lambda command, reason: StockUnavailable(order_id=command.order_id, reason=reason),
+    )
     async def reserve(
         command: ReserveStock, ctx: CommandContext
     ) -> StockReserved | StockUnavailable:

@@ -87,7 +87,11 @@ def payments_adapter(system: FakePaymentGateway, *, retry: RetryPolicy | None = 
     """The ``payments`` adapter: ``ChargePayment`` and ``RefundPayment`` on ``system``."""
     adapter = Adapter("payments", REGISTRY, retry=retry)
 
-    @adapter.handles(ChargePayment, replies=(PaymentCharged, PaymentDeclined))
+    @adapter.handles(
+        ChargePayment,
+        replies=(PaymentCharged, PaymentDeclined),
+        refuse=lambda command, reason: PaymentDeclined(order_id=command.order_id, reason=reason),
+    )
     async def charge(
         command: ChargePayment, ctx: CommandContext
     ) -> PaymentCharged | PaymentDeclined:

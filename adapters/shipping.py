@@ -56,7 +56,11 @@ def shipping_adapter(system: FakeCarrier, *, retry: RetryPolicy | None = None) -
     """The ``shipping`` adapter: ``CreateShipment`` on ``system``."""
     adapter = Adapter("shipping", REGISTRY, retry=retry)
 
-    @adapter.handles(CreateShipment, replies=(ShipmentCreated, ShipmentRejected))
+    @adapter.handles(
+        CreateShipment,
+        replies=(ShipmentCreated, ShipmentRejected),
+        refuse=lambda command, reason: ShipmentRejected(order_id=command.order_id, reason=reason),
+    )
     async def create(
         command: CreateShipment, ctx: CommandContext
     ) -> ShipmentCreated | ShipmentRejected:
