@@ -2,7 +2,8 @@
 
 Rules of the fake: a charge above ``DECLINE_ABOVE`` is declined; otherwise it succeeds with
 a payment id derived from the idempotency key. A refund with no payment id refunds
-whatever charge the order has, if any.
+whatever charge the order has, if any. A charge its refund overtook is declined by the kit
+(``refuse=``) without reaching the gateway.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The shipping adapter, over a fake carrier.
 
 Rule of the fake: a shipment to country ``ZZ`` is rejected; any other is created with a
-shipment id derived from the idempotency key.
+shipment id derived from the idempotency key. A shipment a compensation overtook is
+answered ``ShipmentRejected`` by the kit (``refuse=``), never booked.
 """
 
 from __future__ import annotations
