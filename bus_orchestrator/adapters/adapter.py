@@ -112,12 +112,12 @@ class Adapter:
     ``registry`` must know every command type handled (it is what incoming messages are
     decoded with). ``source`` is the CloudEvents source of this adapter's replies.
 
-    ``claim_lease`` is how long a delivery owns a command while calling its handler. A
-    compensation of the command that comes meanwhile waits for the outcome; a claim whose
-    lease ran out with no outcome recorded (its delivery died and nothing redelivered it)
-    no longer holds the compensation back. It must outlast one delivery's calls and
-    retries (``RetryPolicy.max_total`` and each call's own timeout), and the time a crashed
-    process takes to get its deliveries back.
+    ``claim_lease`` is how long a command's claim holds without renewal. A compensation of
+    the command that comes while it is being handled waits for the outcome; the delivery
+    renews the claim every third of the lease while its call lasts. A claim whose lease ran
+    out with no outcome recorded (its delivery died and nothing redelivered it) no longer
+    holds the compensation back. It must outlast the time a crashed process takes to get
+    its deliveries back, and a stall of the process or of Postgres.
     """
 
     def __init__(

@@ -14,7 +14,8 @@ instead (``tombstone``), atomically against the claim:
 - a claim whose outcome is recorded: the compensation goes ahead;
 - a claim whose call is under way: the compensation waits until its outcome is recorded
   (the claim survives a crash, and the redelivered command takes it over), or until its
-  lease runs out with no delivery renewing it, when the tombstone replaces it.
+  lease runs out with no delivery renewing it (a live call renews it), when the tombstone
+  replaces it.
 
 Claims and tombstones are keyed by the command id alone, since the compensation may be
 handled by another adapter or process than the command. ``PostgresCommandLog`` is the real
@@ -106,6 +107,14 @@ class CommandLog(Protocol):
         ``CLAIMED``: go ahead (a live or lapsed claim of an earlier delivery is taken over
         and its lease renewed); ``COMPENSATED``: a tombstone stands there, refuse the
         command. The reply already recorded for it, if any, comes along.
+        """
+        ...
+
+    async def renew(self, command_id: str, lease: timedelta) -> bool:
+        """Renew the lease of a command's unsettled claim while its call lasts.
+
+        ``False`` when there is no such claim any more (settled, released, or lapsed and
+        replaced by a tombstone).
         """
         ...
 
@@ -206,6 +215,13 @@ class InMemoryCommandLog:
         if claim is not None and claim.tombstone:
             return Admission(Standing.COMPENSATED, reply, claim.compensated_by)
         return Admission(Standing.CLAIMED, reply)
+
+    async def renew(self, command_id: str, lease: timedelta) -> bool:
+        claim = self.claims.get(command_id)
+        if claim is None or claim.tombstone or claim.settled_at is not None:
+            return False
+        claim.lease_until = self.clock() + lease
+        return True
 
     async def tombstone(self, adapter: str, command_id: str, compensates: str) -> Admission:
         now = self.clock()

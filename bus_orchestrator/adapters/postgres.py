@@ -44,6 +44,7 @@ class PostgresCommandLog:
         self._pool = pool
         self._find = _sql("find_command")
         self._claim = _sql("claim_command")
+        self._renew = _sql("renew_claim")
         self._tombstone = _sql("tombstone_command")
         self._record = _sql("record_command")
         self._release = _sql("release_claim")
@@ -62,6 +63,11 @@ class PostgresCommandLog:
         if compensated_by is None:
             return Admission(Standing.CLAIMED, _reply(row["reply"]))
         return Admission(Standing.COMPENSATED, _reply(row["reply"]), compensated_by)
+
+    async def renew(self, command_id: str, lease: timedelta) -> bool:
+        with postgres_errors:
+            renewed = await self._pool.fetchval(self._renew, command_id, lease)
+        return renewed is not None
 
     async def tombstone(self, adapter: str, command_id: str, compensates: str) -> Admission:
         with postgres_errors:

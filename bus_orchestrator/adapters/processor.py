@@ -226,7 +226,7 @@ class CommandProcessor:
                 **saga_attributes_from_headers(headers),
             },
         ) as call_span:
-            outcome = await self._call(command, ctx)
+            outcome = await self._call_claimed(command, ctx)
             if isinstance(outcome, DeadLetter):
                 record_error(call_span, str(outcome.reason), outcome.detail)
             elif isinstance(outcome, Reply):
@@ -237,6 +237,41 @@ class CommandProcessor:
         if not isinstance(outcome, Reply):
             return outcome
         return await self._reply(outcome, ctx, headers, refusal=False)
+
+    async def _call_claimed(
+        self, command: Command, ctx: CommandContext
+    ) -> Reply | Verdict | DeadLetter:
+        """``_call``, renewing the command's claim while the call lasts (a compensation of
+        it keeps waiting for a live call, however long it takes)."""
+        if ctx.compensates is not None:
+            return await self._call(command, ctx)
+        renewal = asyncio.create_task(self._renew_claim(ctx.command_id))
+        try:
+            return await self._call(command, ctx)
+        finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+
+    async def _renew_claim(self, command_id: str) -> None:
+        lease = self.adapter.claim_lease
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            try:
+                if not await self._log.renew(command_id, lease):
+                    log.error(
+                        "adapter %s: the claim of command %s lapsed during its call and was "
+                        "compensated meanwhile; what it does may not be undone",
+                        self.adapter.name,
+                        command_id,
+                    )
+                    return
+            except BusOrchestratorError as exc:
+                log.warning(
+                    "adapter %s: could not renew the claim of %s: %s",
+                    self.adapter.name,
+                    command_id,
+                    exc,
+                )
 
     async def _admit(self, ctx: CommandContext) -> Admission | None:
         """Claim a command's id, or tombstone the one a compensation undoes.
@@ -351,8 +386,8 @@ class CommandProcessor:
             log.info("adapter %s: command %s was recorded concurrently", name, ctx.command_id)
         elif recorded.tombstoned and not refusal:
             log.error(
-                "adapter %s: command %s outlasted its claim lease (%s) and was compensated "
-                "meanwhile; what it did may not be undone",
+                "adapter %s: command %s lost its claim during its call (no renewal within "
+                "%s) and was compensated meanwhile; what it did may not be undone",
                 name,
                 ctx.command_id,
                 self.adapter.claim_lease,

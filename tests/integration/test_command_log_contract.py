@@ -173,6 +173,29 @@ async def test_a_redelivery_takes_the_claim_over_and_renews_its_lease(harness: H
     assert (await log.tombstone("payments", "k1", "f1")).standing is Standing.FORWARD_UNDER_WAY
 
 
+async def test_a_live_call_renews_its_claim_until_it_is_settled(harness: Harness) -> None:
+    log = harness.log
+    await log.claim("payments", "f1", LEASE)
+    await harness.age(LEASE - timedelta(seconds=1))
+
+    assert await log.renew("f1", LEASE)
+    await harness.age(timedelta(seconds=2))
+    assert (await log.tombstone("refunds", "k1", "f1")).standing is Standing.FORWARD_UNDER_WAY
+    await log.record(record("f1"))
+    assert not await log.renew("f1", LEASE)  # settled: nothing left to renew
+    assert not await log.renew("f-unknown", LEASE)
+
+
+async def test_a_lapsed_claim_cannot_be_renewed(harness: Harness) -> None:
+    log = harness.log
+    await log.claim("payments", "f1", LEASE)
+    await harness.age(LEASE)
+    await log.tombstone("refunds", "k1", "f1")
+
+    assert not await log.renew("f1", LEASE)
+    assert (await log.claim("payments", "f1", LEASE)).standing is Standing.COMPENSATED
+
+
 async def test_a_claim_that_ran_out_unsettled_gives_way_to_the_tombstone(
     harness: Harness,
 ) -> None:

@@ -547,3 +547,49 @@ async def test_retention_purges_old_rows_batch_after_batch() -> None:
     assert removed == 3  # the refund, the refused charge, and the tombstone
     assert set(log.records) == {("payments", "cmd-charge-2")}
     assert set(log.claims) == {"cmd-charge-2"}
+
+
+# -- a call that lasts ----------------------------------------------------------------------
+
+
+async def test_a_long_call_renews_its_claim_so_the_compensation_keeps_waiting() -> None:
+    gateway, gate, entered = FakePaymentGateway(), asyncio.Event(), asyncio.Event()
+    adapter = gated_payments(gateway, gate, entered)
+    adapter.claim_lease = timedelta(milliseconds=30)  # renewed every 10 ms of real time
+    kit = make_kit(adapter, gateway=gateway)
+    charging = asyncio.create_task(kit.processor.handle(charge()))
+    await entered.wait()
+    claim = kit.log.claims[CHARGE_ID]
+    kit.clock.now += timedelta(hours=1)  # far past the first lease, as the log sees it
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while claim.lease_until is None or claim.lease_until <= kit.clock.now:
+        assert loop.time() < deadline, "the claim was never renewed"
+        await asyncio.sleep(0.005)
+
+    refunding = asyncio.create_task(kit.processor.handle(refund()))
+    await kit.waits.waiting.wait()  # under way, not lapsed
+    gate.set()
+
+    assert await charging is Verdict.ACK
+    assert await refunding is Verdict.ACK
+    assert [held.refunded for held in gateway.charges.values()] == [True]
+
+
+async def test_a_call_that_lost_its_claim_meanwhile_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway, gate, entered = FakePaymentGateway(), asyncio.Event(), asyncio.Event()
+    kit = make_kit(gated_payments(gateway, gate, entered), gateway=gateway)
+    charging = asyncio.create_task(kit.processor.handle(charge()))
+    await entered.wait()
+    kit.clock.now += timedelta(minutes=5)  # the process stalled: no renewal came in time
+
+    assert await kit.processor.handle(refund()) is Verdict.ACK  # the claim lapsed
+    with caplog.at_level(logging.ERROR, "bus_orchestrator.adapters.processor"):
+        gate.set()
+        assert await charging is Verdict.ACK
+
+    assert "lost its claim during its call" in caplog.text
+    [charged] = kit.publisher.replies_to(CHARGE_ID)
+    assert charged.message_type == PaymentCharged.message_type  # what really happened
