@@ -2,7 +2,8 @@
 
 Rules of the fake: a reservation fails when any line's SKU starts with ``OOS-`` (out of
 stock), naming those SKUs; otherwise it succeeds with an id derived from the idempotency
-key. A release with no reservation id releases whatever the order holds.
+key. A release with no reservation id releases whatever the order holds. A reservation its
+release overtook is answered ``StockUnavailable`` by the kit (``refuse=``), never reserved.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ def inventory_adapter(system: FakeInventory, *, retry: RetryPolicy | None = None
     """The ``inventory`` adapter: ``ReserveStock`` and ``ReleaseStock`` on ``system``."""
     adapter = Adapter("inventory", REGISTRY, retry=retry)
 
-    @adapter.handles(ReserveStock, replies=(StockReserved, StockUnavailable))
+    @adapter.handles(
+        ReserveStock,
+        replies=(StockReserved, StockUnavailable),
+        refuse=lambda command, reason: StockUnavailable(order_id=command.order_id, reason=reason),
+    )
     async def reserve(
         command: ReserveStock, ctx: CommandContext
     ) -> StockReserved | StockUnavailable:

@@ -2,7 +2,8 @@
 
 Rules of the fake: a charge above ``DECLINE_ABOVE`` is declined; otherwise it succeeds with
 a payment id derived from the idempotency key. A refund with no payment id refunds
-whatever charge the order has, if any.
+whatever charge the order has, if any. A charge its refund overtook is declined by the kit
+(``refuse=``) without reaching the gateway.
 """
 
 from __future__ import annotations
@@ -87,7 +88,11 @@ def payments_adapter(system: FakePaymentGateway, *, retry: RetryPolicy | None = 
     """The ``payments`` adapter: ``ChargePayment`` and ``RefundPayment`` on ``system``."""
     adapter = Adapter("payments", REGISTRY, retry=retry)
 
-    @adapter.handles(ChargePayment, replies=(PaymentCharged, PaymentDeclined))
+    @adapter.handles(
+        ChargePayment,
+        replies=(PaymentCharged, PaymentDeclined),
+        refuse=lambda command, reason: PaymentDeclined(order_id=command.order_id, reason=reason),
+    )
     async def charge(
         command: ChargePayment, ctx: CommandContext
     ) -> PaymentCharged | PaymentDeclined:

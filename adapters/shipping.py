@@ -1,7 +1,8 @@
 """The shipping adapter, over a fake carrier.
 
 Rule of the fake: a shipment to country ``ZZ`` is rejected; any other is created with a
-shipment id derived from the idempotency key.
+shipment id derived from the idempotency key. A shipment a compensation overtook is
+answered ``ShipmentRejected`` by the kit (``refuse=``), never booked.
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def shipping_adapter(system: FakeCarrier, *, retry: RetryPolicy | None = None) -
     """The ``shipping`` adapter: ``CreateShipment`` on ``system``."""
     adapter = Adapter("shipping", REGISTRY, retry=retry)
 
-    @adapter.handles(CreateShipment, replies=(ShipmentCreated, ShipmentRejected))
+    @adapter.handles(
+        CreateShipment,
+        replies=(ShipmentCreated, ShipmentRejected),
+        refuse=lambda command, reason: ShipmentRejected(order_id=command.order_id, reason=reason),
+    )
     async def create(
         command: CreateShipment, ctx: CommandContext
     ) -> ShipmentCreated | ShipmentRejected:

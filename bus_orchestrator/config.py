@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="How long an event waits for a saga that has not started yet",
     )
     park_sweep_seconds: float = Field(default=1.0, gt=0)
+    command_log_retention_seconds: float = Field(
+        default=30 * 86_400.0,
+        gt=0,
+        description="How long the adapters keep processed commands, claims and tombstones",
+    )
     housekeeping_seconds: float = Field(default=60.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
     db_pool_size: int = Field(default=10, ge=1)

@@ -15,13 +15,27 @@ retried under the adapter's ``RetryPolicy``) and ``PermanentAdapterError`` when 
 (the command is dead-lettered). A business refusal is not an error: it is a reply
 (``StockUnavailable``). Running an adapter (dedup, retries, publishing) is done by
 ``CommandProcessor``; the declaration here does no I/O.
+
+A compensating command can overtake the command it undoes (the saga gave up waiting for a
+late reply). The kit then refuses that command should it arrive later, without calling the
+handler, and answers it with the reply built by ``refuse``::
+
+    @payments.handles(
+        ChargePayment,
+        replies=(PaymentCharged, PaymentDeclined),
+        refuse=lambda command, reason: PaymentDeclined(order_id=command.order_id, reason=reason),
+    )
+
+Without ``refuse``, such a command is acknowledged with no reply and a warning in the log
+(the saga, compensating already, awaits none). An adapter written without this kit must do
+the same: see "Writing an adapter" in the README.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bus_orchestrator.core.messages import Command, ContractRegistry, MessageKind, Reply
@@ -41,6 +55,8 @@ class CommandContext:
     correlation_id: str | None
     causation_id: str | None
     received_at: datetime
+    compensates: str | None = None
+    """For a compensating command: the id of the command it undoes."""
 
     @property
     def idempotency_key(self) -> str:
@@ -55,9 +71,16 @@ class CommandContext:
 CommandHandler = Callable[[C, CommandContext], Awaitable[R]]
 """``async def handler(command: SomeCommand, ctx: CommandContext) -> SomeReply``."""
 
+Refusal = Callable[[C, str], Reply]
+"""``(command, reason) -> failure reply``, for a command refused because a compensation of
+it came first; ``reason`` says so in words."""
+
 # The erased form the adapter stores; the result is checked at run time, since a handler
 # written without type checking may return anything.
 _AnyHandler = Callable[[Command, CommandContext], Awaitable[object]]
+_AnyRefusal = Callable[[Command, str], object]
+
+DEFAULT_CLAIM_LEASE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +111,13 @@ class Adapter:
 
     ``registry`` must know every command type handled (it is what incoming messages are
     decoded with). ``source`` is the CloudEvents source of this adapter's replies.
+
+    ``claim_lease`` is how long a command's claim holds without renewal. A compensation of
+    the command that comes while it is being handled waits for the outcome; the delivery
+    renews the claim every third of the lease while its call lasts. A claim whose lease ran
+    out with no outcome recorded (its delivery died and nothing redelivered it) no longer
+    holds the compensation back. It must outlast the time a crashed process takes to get
+    its deliveries back, and a stall of the process or of Postgres.
     """
 
     def __init__(
@@ -97,6 +127,7 @@ class Adapter:
         *,
         retry: RetryPolicy | None = None,
         source: str | None = None,
+        claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
     ) -> None:
         if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
             raise DefinitionError(f"adapter name {name!r} must be letters, digits, '_' or '-'")
@@ -104,20 +135,29 @@ class Adapter:
         self.registry = registry
         self.retry = retry or RetryPolicy()
         self.source = source or f"urn:bus-orchestrator:adapter:{name}"
+        if claim_lease <= timedelta(0):
+            raise DefinitionError("claim_lease must be positive")
+        self.claim_lease = claim_lease
         self._handlers: dict[str, _AnyHandler] = {}
         self._replies: dict[str, tuple[type[Reply], ...]] = {}
+        self._refusals: dict[str, _AnyRefusal] = {}
 
     def handles(
-        self, model: type[C], *, replies: tuple[type[Reply], ...] = ()
+        self,
+        model: type[C],
+        *,
+        replies: tuple[type[Reply], ...] = (),
+        refuse: Refusal[C] | None = None,
     ) -> Callable[[CommandHandler[C, R]], CommandHandler[C, R]]:
         """Decorator registering the handler of ``model``; returns the handler unchanged.
 
         ``replies`` declares the reply types the handler may return: they are documented in
-        the contracts, and any other reply is refused as a handler error.
+        the contracts, and any other reply is refused as a handler error. ``refuse`` builds
+        the failure reply for a command a compensation overtook (one of ``replies``).
         """
 
         def decorate(handler: CommandHandler[C, R]) -> CommandHandler[C, R]:
-            self.register(model, handler, replies=replies)
+            self.register(model, handler, replies=replies, refuse=refuse)
             return handler
 
         return decorate
@@ -128,6 +168,7 @@ class Adapter:
         handler: CommandHandler[C, R],
         *,
         replies: tuple[type[Reply], ...] = (),
+        refuse: Refusal[C] | None = None,
     ) -> None:
         """Register ``handler`` for the commands of ``model`` (the non-decorator form)."""
         message_type = model.message_type
@@ -149,6 +190,14 @@ class Adapter:
 
         self._handlers[message_type] = call
         self._replies[message_type] = replies
+        if refuse is not None:
+
+            def refusal(command: Command, reason: str) -> object:
+                if not isinstance(command, model):
+                    raise TypeError(f"expected {model.__name__}, got {type(command).__name__}")
+                return refuse(command, reason)
+
+            self._refusals[message_type] = refusal
 
     @property
     def command_types(self) -> tuple[str, ...]:
@@ -163,13 +212,27 @@ class Adapter:
         """Whether a handler is registered for ``command_type``."""
         return command_type in self._handlers
 
+    def refuses_with_reply(self, command_type: str) -> bool:
+        """Whether a failure reply (``refuse``) is declared for ``command_type``."""
+        return command_type in self._refusals
+
+    def refusal(self, command: Command, reason: str) -> Reply:
+        """The failure reply to ``command``, refused because its compensation came first.
+
+        Raises ``KeyError`` when no ``refuse`` is declared for its type, and ``TypeError``
+        when ``refuse`` builds something that is not one of the declared replies.
+        """
+        return self._checked(command, self._refusals[command.message_type](command, reason))
+
     async def call(self, command: Command, ctx: CommandContext) -> Reply:
         """Run the handler of ``command`` once: no retries, no deduplication, no I/O of ours.
 
         Raises ``KeyError`` for a command type this adapter does not handle, and
         ``TypeError`` when the handler returns something that is not a ``Reply``.
         """
-        result = await self._handlers[command.message_type](command, ctx)
+        return self._checked(command, await self._handlers[command.message_type](command, ctx))
+
+    def _checked(self, command: Command, result: object) -> Reply:
         if not isinstance(result, Reply):
             raise TypeError(
                 f"handler of {command.message_type} returned {type(result).__name__}, not a Reply"

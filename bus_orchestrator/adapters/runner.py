@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 import asyncpg
 
 from bus_orchestrator.adapters.adapter import Adapter
 from bus_orchestrator.adapters.postgres import PostgresCommandLog
 from bus_orchestrator.adapters.processor import CommandProcessor
+from bus_orchestrator.adapters.retention import CommandLogRetention
 from bus_orchestrator.config import Settings
 from bus_orchestrator.errors import DefinitionError
 from bus_orchestrator.store.migrate import require_migrated
@@ -43,15 +45,22 @@ async def run_adapters(
     command types it handles. On stop, consumers are cancelled and deliveries in hand get
     up to ``grace`` seconds to finish; any left unsettled go back to the queue when the
     connection closes. ``pool`` (with ``search_path`` set to the schema) is created, and
-    closed, here when not given.
+    closed, here when not given. Meanwhile the command log is purged of rows older than
+    ``settings.command_log_retention_seconds``, every ``settings.housekeeping_seconds``.
     """
     names = [adapter.name for adapter in adapters]
     if len(set(names)) != len(names):
         raise DefinitionError(f"adapter names must be unique: {names}")
     own_pool = pool is None
     db = await create_pool(settings) if pool is None else pool
+    retention = CommandLogRetention(
+        PostgresCommandLog(db),
+        retention=timedelta(seconds=settings.command_log_retention_seconds),
+        interval=settings.housekeeping_seconds,
+    )
     try:
         await require_migrated(db, settings.database_schema)
+        retention.start()
         connection = await connect(settings.amqp_url)
         consumers: list[QueueConsumer] = []
         processors: list[CommandProcessor] = []
@@ -98,5 +107,6 @@ async def run_adapters(
             await asyncio.gather(*(consumer.stop(grace) for consumer in consumers))
             await connection.close()
     finally:
+        await retention.stop()
         if own_pool:
             await db.close()
