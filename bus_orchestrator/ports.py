@@ -121,6 +121,15 @@ class Change:
     outbox: tuple[OutboxMessage, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    """A saga whose deadline has passed, claimed by one process for a lease."""
+
+    instance: SagaInstance
+    failed_attempts: int
+    """Tries of this very deadline that failed so far (0 the first time it is claimed)."""
+
+
 class SagaStore(Protocol):
     """Saga state, inbox, audit history and outbox, changed together or not at all."""
 
@@ -132,8 +141,19 @@ class SagaStore(Protocol):
         """Apply a change in one transaction, guarded by the inbox and the saga version."""
         ...
 
-    async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:
-        """Sagas whose deadline has passed, oldest deadline first."""
+    async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[DueTimer]:
+        """Claim up to ``limit`` sagas whose deadline is at or before ``now``, earliest first.
+
+        A claimed saga is not claimed again, by any process, until ``now + lease`` or until
+        its deadline moves; nor while it backs off after a failed try (``back_off_timer``).
+        """
+        ...
+
+    async def back_off_timer(
+        self, saga_id: str, deadline: datetime, attempts: int, next_try: datetime
+    ) -> None:
+        """Record that ``attempts`` tries of the saga's timer for ``deadline`` failed: it is
+        not claimed again before ``next_try``. Does nothing once the deadline has moved on."""
         ...
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:

@@ -2,7 +2,8 @@
 
 It keeps the Postgres adapter's semantics: the inbox catches duplicates, the saga version
 and the uniqueness of (saga type, correlation id) catch conflicts, a failed commit writes
-nothing, outbox rows are leased on commit and claimed in id order. Values go through JSON
+nothing, outbox rows are leased on commit and claimed in id order, timers are leased and
+backed off per deadline. Values go through JSON
 on the way in, as they do in Postgres, so callers never share state with the store.
 """
 
@@ -22,6 +23,7 @@ from bus_orchestrator.ports import (
     Clock,
     CommitResult,
     Committed,
+    DueTimer,
     HistoryEntry,
     Loaded,
     OutboxMessage,
@@ -53,6 +55,15 @@ class _OutboxRow:
     sent_at: datetime | None = None
 
 
+@dataclass(slots=True)
+class _TimerClaim:
+    """The timer loop's view of one saga's deadline: see migration 0005."""
+
+    deadline: datetime
+    attempts: int
+    next_try: datetime
+
+
 class InMemorySagaStore:
     """``SagaStore`` and ``Outbox`` in dictionaries. ``clock`` drives leases and purges."""
 
@@ -67,6 +78,7 @@ class InMemorySagaStore:
         self._history: list[tuple[uuid.UUID | None, HistoryEntry]] = []
         self._outbox: dict[int, _OutboxRow] = {}
         self._last_outbox_id = 0
+        self._timers: dict[uuid.UUID, _TimerClaim] = {}
 
     # -- the message path --------------------------------------------------------------
 
@@ -130,14 +142,33 @@ class InMemorySagaStore:
 
     # -- timers and queries --------------------------------------------------------------
 
-    async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:
-        due = [
-            (s.deadline, uuid.UUID(s.saga_id), s)
-            for s in self._sagas.values()
-            if s.deadline is not None and s.deadline <= now
-        ]
+    async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[DueTimer]:
+        due: list[tuple[datetime, uuid.UUID, SagaInstance]] = []
+        for key, saga in self._sagas.items():
+            if saga.deadline is None or saga.deadline > now:
+                continue
+            claim = self._timers.get(key)
+            if claim is not None and claim.deadline == saga.deadline and claim.next_try > now:
+                continue
+            due.append((saga.deadline, key, saga))
         due.sort(key=lambda d: (d[0], d[1]))
-        return [s for _, _, s in due[:limit]]
+        claimed = []
+        for deadline, key, saga in due[:limit]:
+            claim = self._timers.get(key)
+            attempts = claim.attempts if claim is not None and claim.deadline == deadline else 0
+            self._timers[key] = _TimerClaim(deadline, attempts, now + lease)
+            claimed.append(DueTimer(_copy(saga), attempts))
+        return claimed
+
+    async def back_off_timer(
+        self, saga_id: str, deadline: datetime, attempts: int, next_try: datetime
+    ) -> None:
+        key = _as_uuid(saga_id)
+        saga = None if key is None else self._sagas.get(key)
+        claim = None if key is None else self._timers.get(key)
+        if saga is None or saga.deadline != deadline or claim is None or claim.deadline != deadline:
+            return
+        claim.attempts, claim.next_try = attempts, next_try
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:
         wanted = _as_uuid(id_or_correlation)

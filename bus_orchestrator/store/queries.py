@@ -20,7 +20,8 @@ class Queries:
     commit_insert_saga: str
     commit_update_saga: str
     commit_record_only: str
-    due_timers: str
+    claim_timers: str
+    back_off_timer: str
     find: str
     list_sagas: str
     history: str
