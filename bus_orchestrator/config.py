@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long processed message ids are kept to recognise duplicates",
     )
+    saga_retention_seconds: float = Field(
+        default=30 * 86_400.0,
+        gt=0,
+        description="How long finished sagas and their history (and history rows of no "
+        "saga) are kept",
+    )
     housekeeping_seconds: float = Field(default=60.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
     timer_lease_seconds: float = Field(

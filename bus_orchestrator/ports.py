@@ -178,6 +178,16 @@ class SagaStore(Protocol):
         """Forget a batch of message ids received longer than ``older_than`` ago."""
         ...
 
+    async def purge_finished(self, older_than: timedelta) -> int:
+        """Delete a batch of sagas finished (completed, compensated, failed) longer than
+        ``older_than`` ago, with their history; return how many sagas."""
+        ...
+
+    async def purge_orphan_history(self, older_than: timedelta) -> int:
+        """Delete a batch of history rows of no saga recorded longer than ``older_than`` ago;
+        return how many."""
+        ...
+
 
 class Outbox(Protocol):
     """The relay's view of the outbox."""

@@ -106,6 +106,7 @@ class CoordinatorService:
             self.store,
             inbox_retention=timedelta(seconds=settings.inbox_retention_seconds),
             outbox_retention=timedelta(seconds=settings.outbox_retention_seconds),
+            saga_retention=timedelta(seconds=settings.saga_retention_seconds),
             interval=settings.housekeeping_seconds,
         )
         self._housekeeping.start()

@@ -228,6 +228,29 @@ class InMemorySagaStore:
             del self._inbox[key]
         return len(gone)
 
+    async def purge_finished(self, older_than: timedelta) -> int:
+        """Delete sagas finished longer than ``older_than`` ago, with their history."""
+        cutoff = self._clock() - older_than
+        gone = {
+            key
+            for key, saga in self._sagas.items()
+            if saga.status.terminal and saga.updated_at < cutoff
+        }
+        for key in gone:
+            saga = self._sagas.pop(key)
+            del self._by_correlation[(saga.saga_type, saga.correlation_id)]
+            self._timers.pop(key, None)
+        self._history = [(key, entry) for key, entry in self._history if key not in gone]
+        return len(gone)
+
+    async def purge_orphan_history(self, older_than: timedelta) -> int:
+        """Delete history rows of no saga recorded longer than ``older_than`` ago."""
+        cutoff = self._clock() - older_than
+        kept = [(k, e) for k, e in self._history if k is not None or e.at >= cutoff]
+        removed = len(self._history) - len(kept)
+        self._history = kept
+        return removed
+
     async def purge_sent(self, older_than: timedelta) -> int:
         """Delete rows confirmed longer than ``older_than`` ago; return how many."""
         cutoff = self._clock() - older_than

@@ -249,6 +249,18 @@ class PostgresSagaStore:
             deleted: int = await self._pool.fetchval(self._sql.purge_inbox, older_than)
         return deleted
 
+    async def purge_finished(self, older_than: timedelta) -> int:
+        """Delete sagas finished longer than ``older_than`` ago, with their history."""
+        with postgres_errors:
+            deleted: int = await self._pool.fetchval(self._sql.purge_finished, older_than)
+        return deleted
+
+    async def purge_orphan_history(self, older_than: timedelta) -> int:
+        """Delete history rows of no saga recorded longer than ``older_than`` ago."""
+        with postgres_errors:
+            deleted: int = await self._pool.fetchval(self._sql.purge_orphan_history, older_than)
+        return deleted
+
     async def purge_sent(self, older_than: timedelta) -> int:
         """Delete rows confirmed longer than ``older_than`` ago; return how many."""
         with postgres_errors:

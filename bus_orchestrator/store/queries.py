@@ -29,6 +29,8 @@ class Queries:
     mark_sent: str
     purge_sent: str
     purge_inbox: str
+    purge_finished: str
+    purge_orphan_history: str
     outbox_backlog: str
 
     @classmethod

@@ -1,11 +1,14 @@
-"""The store contract for timers, on both stores.
+"""The store contract for timers and retention, on both stores.
 
 Fixtures and factories are those of ``test_store_contract``. Timer claims take the caller's
-clock.
+clock; purges go by the store's own clock (the fake one, or Postgres ``now()``), so these
+tests age rows relative to ``Backend.now``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,15 +17,20 @@ import asyncpg
 import pytest
 
 from bus_orchestrator.config import Settings
+from bus_orchestrator.core.state import SagaInstance, SagaStatus
+from bus_orchestrator.ports import ByCorrelation, Change, CommitResult
 from bus_orchestrator.store import InMemorySagaStore, PostgresSagaStore, create_pool, migrate
 from tests.integration import test_store_contract as contract
+from tests.integration.harness import sql
 from tests.integration.test_store_contract import (
+    CONSUMER,
     LEASE,
     T0,
     FakeClock,
     Store,
     bump,
     change,
+    entry,
     make_saga,
 )
 
@@ -146,3 +154,95 @@ async def test_a_claim_returns_the_saga_as_stored(store: Store) -> None:
     await store.commit(change("m1", saga))
     [claimed] = await store.claim_timers(T0, CLAIM, 10)
     assert claimed.instance == saga
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+def finished(name: str, status: SagaStatus, at: datetime) -> SagaInstance:
+    return make_saga(name, status=status, created_at=at - timedelta(hours=1)).model_copy(
+        update={"updated_at": at}
+    )
+
+
+async def test_purge_finished_deletes_old_finished_sagas_with_their_history(
+    backend: Backend,
+) -> None:
+    store, now = backend.store, backend.now()
+    old, fresh = now - timedelta(days=2), now - timedelta(minutes=1)
+    sagas = {
+        "completed-old": finished("completed-old", SagaStatus.COMPLETED, old),
+        "compensated-old": finished("compensated-old", SagaStatus.COMPENSATED, old),
+        "failed-old": finished("failed-old", SagaStatus.FAILED, old),
+        "running-old": finished("running-old", SagaStatus.RUNNING, old),
+        "compensating-old": finished("compensating-old", SagaStatus.COMPENSATING, old),
+        "completed-fresh": finished("completed-fresh", SagaStatus.COMPLETED, fresh),
+    }
+    for name, saga in sagas.items():
+        await store.commit(change(f"start-{name}", saga))
+        await store.commit(change(f"later-{name}", saga_id=saga.saga_id))
+
+    assert await store.purge_finished(timedelta(days=3)) == 0
+    assert await store.purge_finished(timedelta(days=1)) == 3
+    assert await store.purge_finished(timedelta(days=1)) == 0
+
+    kept = {s.correlation_id for s in await store.list_sagas(limit=100)}
+    assert kept == {"running-old", "compensating-old", "completed-fresh"}
+    for name, saga in sagas.items():
+        history = [e.message_id for e in await store.history(saga.saga_id)]
+        assert history == ([] if name not in kept else [f"start-{name}", f"later-{name}"])
+    # the correlation id is free again: a new saga of that order may start
+    again = make_saga("completed-old")
+    assert (await store.commit(change("restart", again))).result is CommitResult.COMMITTED
+    loaded = await store.load(CONSUMER, "x", ByCorrelation("order", "completed-old"))
+    assert loaded.instance == again
+
+
+async def test_purge_orphan_history_deletes_old_rows_of_no_saga(backend: Backend) -> None:
+    store, now = backend.store, backend.now()
+    saga = make_saga()
+    await store.commit(change("m1", saga))
+
+    def at(message_id: str, when: datetime, saga_id: str | None) -> Change:
+        row = dataclasses.replace(entry(message_id), at=when)
+        return Change(CONSUMER, message_id, saga_id, None, None, (row,))
+
+    await store.commit(at("orphan-old", now - timedelta(days=2), None))
+    await store.commit(at("orphan-fresh", now - timedelta(minutes=1), None))
+    await store.commit(at("mine-old", now - timedelta(days=2), saga.saga_id))
+
+    assert await store.purge_orphan_history(timedelta(days=3)) == 0
+    assert await store.purge_orphan_history(timedelta(days=1)) == 1
+    assert await store.purge_orphan_history(timedelta(days=1)) == 0
+    assert [e.message_id for e in await store.history(saga.saga_id)] == ["m1", "mine-old"]
+    assert await store.purge_orphan_history(timedelta(seconds=0)) == 1  # orphan-fresh
+
+
+# -- Postgres only ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def postgres(settings: Settings, db_schema: str) -> AsyncIterator[PostgresSagaStore]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await migrate(conn, db_schema)
+    finally:
+        await conn.close()
+    pool = await create_pool(settings.model_copy(update={"db_pool_size": 4}))
+    try:
+        yield PostgresSagaStore(pool, LEASE)
+    finally:
+        await pool.close()
+
+
+async def test_purge_finished_goes_in_bounded_batches(
+    postgres: PostgresSagaStore, settings: Settings
+) -> None:
+    old = datetime.now(UTC) - timedelta(days=2)
+    sagas = [finished(f"o-{n}", SagaStatus.COMPLETED, old) for n in range(600)]
+    for batch in range(0, 600, 50):
+        await asyncio.gather(
+            *(postgres.commit(change(f"m-{s.saga_id}", s)) for s in sagas[batch : batch + 50])
+        )
+    assert [await postgres.purge_finished(timedelta(days=1)) for _ in range(3)] == [500, 100, 0]
+    assert (await sql(settings, "SELECT count(*) AS n FROM saga_history"))[0]["n"] == 0

@@ -1,5 +1,6 @@
--- Timers claimed with a lease and backed off when they fail. Tables are unqualified:
--- migrate() sets search_path to the schema.
+-- Timers claimed with a lease and backed off when they fail; indexes for purging finished
+-- sagas and their history by age. Tables are unqualified: migrate() sets search_path to
+-- the schema.
 
 -- The timer of a saga, as the timer loop sees it. The three columns are about the deadline
 -- in timer_deadline only: once a commit moves the saga's deadline they no longer apply, so
@@ -12,3 +13,11 @@ ALTER TABLE saga
     ADD COLUMN timer_deadline timestamptz,
     ADD COLUMN timer_attempts integer NOT NULL DEFAULT 0,
     ADD COLUMN timer_next_try timestamptz;
+
+-- purge_finished.sql: finished sagas by the time they finished. Partial: a saga enters it
+-- once, when it finishes.
+CREATE INDEX saga_finished_idx ON saga (updated_at)
+    WHERE status IN ('completed', 'compensated', 'failed');
+
+-- purge_orphan_history.sql: history rows of no saga (messages nobody awaited) by age.
+CREATE INDEX saga_history_orphan_idx ON saga_history (at) WHERE saga_id IS NULL;
