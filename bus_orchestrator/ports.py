@@ -197,7 +197,7 @@ class Outbox(Protocol):
         ...
 
     async def mark_sent(self, outbox_ids: Sequence[int]) -> None:
-        """Record the broker's confirm for these rows."""
+        """Record the broker's confirm for these rows, and drop their bodies and headers."""
         ...
 
     async def purge_sent(self, older_than: timedelta) -> int:

@@ -1,10 +1,11 @@
 """Housekeeping: keeps the inbox, the outbox and the sagas from growing without bound.
 
-Confirmed outbox rows are kept ``outbox_retention`` (the saga history keeps the audit of
-what was sent); processed message ids are kept ``inbox_retention``, long enough to catch
-any redelivery. Finished sagas (completed, compensated, failed) and their history are kept
-``saga_retention`` after they finished, and so are history rows of no saga (messages
-nobody awaited). All are deleted in bounded batches, each its own short statement.
+Confirmed outbox rows (their bodies dropped at the confirm) are kept ``outbox_retention``;
+the saga history keeps the audit of what was sent. Processed message ids are kept
+``inbox_retention``, long enough to catch any redelivery. Finished sagas (completed,
+compensated, failed) and their history are kept ``saga_retention`` after they finished,
+and so are history rows of no saga (messages nobody awaited). All are deleted in bounded
+batches, each its own short statement.
 """
 
 from __future__ import annotations

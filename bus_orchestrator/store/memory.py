@@ -2,9 +2,9 @@
 
 It keeps the Postgres adapter's semantics: the inbox catches duplicates, the saga version
 and the uniqueness of (saga type, correlation id) catch conflicts, a failed commit writes
-nothing, outbox rows are leased on commit and claimed in id order, timers are leased and
-backed off per deadline. Values go through JSON
-on the way in, as they do in Postgres, so callers never share state with the store.
+nothing, outbox rows are leased on commit and claimed in id order, a confirmed row loses its
+message, timers are leased and backed off per deadline. Values go through JSON on the way
+in, as they do in Postgres, so callers never share state with the store.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def _copy(instance: SagaInstance) -> SagaInstance:
 
 @dataclass(slots=True)
 class _OutboxRow:
-    message: OutboxMessage
+    message: OutboxMessage | None
+    """``None`` once confirmed: the body and headers are dropped (they may hold secrets)."""
     created_at: datetime
     claimed_until: datetime
     sent_at: datetime | None = None
@@ -208,7 +209,7 @@ class InMemorySagaStore:
             if len(claimed) >= limit:
                 break
             row = self._outbox[outbox_id]
-            if row.sent_at is None and row.claimed_until < now:
+            if row.message is not None and row.sent_at is None and row.claimed_until < now:
                 row.claimed_until = now + lease
                 claimed.append(PendingPublish(outbox_id, row.message))
         return claimed
@@ -218,7 +219,7 @@ class InMemorySagaStore:
         for outbox_id in outbox_ids:
             row = self._outbox.get(outbox_id)
             if row is not None and row.sent_at is None:
-                row.sent_at = now
+                row.sent_at, row.message = now, None
 
     async def purge_inbox(self, older_than: timedelta) -> int:
         """Forget message ids received longer than ``older_than`` ago; return how many."""

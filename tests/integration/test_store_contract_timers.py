@@ -1,4 +1,4 @@
-"""The store contract for timers and retention, on both stores.
+"""The store contract for timers, retention and confirmed outbox rows, on both stores.
 
 Fixtures and factories are those of ``test_store_contract``. Timer claims take the caller's
 clock; purges go by the store's own clock (the fake one, or Postgres ``now()``), so these
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from tests.integration.test_store_contract import (
     Store,
     bump,
     change,
+    command,
     entry,
     make_saga,
 )
@@ -246,3 +248,23 @@ async def test_purge_finished_goes_in_bounded_batches(
         )
     assert [await postgres.purge_finished(timedelta(days=1)) for _ in range(3)] == [500, 100, 0]
     assert (await sql(settings, "SELECT count(*) AS n FROM saga_history"))[0]["n"] == 0
+
+
+async def test_a_confirmed_row_keeps_no_body_or_headers(
+    postgres: PostgresSagaStore, settings: Settings
+) -> None:
+    committed = await postgres.commit(change("m1", make_saga(), outbox=(command(1), command(2))))
+    first, second = (p.outbox_id for p in committed.outbox)
+
+    await postgres.mark_sent([first])
+
+    rows = await sql(settings, "SELECT id, sent_at, body, headers, message_type FROM outbox")
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[first]["sent_at"] is not None
+    assert (by_id[first]["body"], by_id[first]["headers"]) == (None, None)
+    assert by_id[second]["sent_at"] is None
+    assert by_id[second]["body"] == command(2).body
+    assert json.loads(by_id[second]["headers"]) == command(2).headers
+    assert {r["message_type"] for r in rows} == {"payments.charge_payment.v1"}
+    unsent, _ = await postgres.outbox_backlog()
+    assert unsent == 1

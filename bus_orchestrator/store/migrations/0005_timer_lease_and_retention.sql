@@ -1,6 +1,6 @@
--- Timers claimed with a lease and backed off when they fail; indexes for purging finished
--- sagas and their history by age. Tables are unqualified: migrate() sets search_path to
--- the schema.
+-- Timers claimed with a lease and backed off when they fail; confirmed outbox rows without
+-- their bodies; indexes for purging finished sagas and their history by age. Tables are
+-- unqualified: migrate() sets search_path to the schema.
 
 -- The timer of a saga, as the timer loop sees it. The three columns are about the deadline
 -- in timer_deadline only: once a commit moves the saga's deadline they no longer apply, so
@@ -13,6 +13,12 @@ ALTER TABLE saga
     ADD COLUMN timer_deadline timestamptz,
     ADD COLUMN timer_attempts integer NOT NULL DEFAULT 0,
     ADD COLUMN timer_next_try timestamptz;
+
+-- A confirmed row keeps no body or headers (they may hold secrets): see mark_sent.sql.
+ALTER TABLE outbox
+    ALTER COLUMN body DROP NOT NULL,
+    ALTER COLUMN headers DROP NOT NULL;
+UPDATE outbox SET body = NULL, headers = NULL WHERE sent_at IS NOT NULL;
 
 -- purge_finished.sql: finished sagas by the time they finished. Partial: a saga enters it
 -- once, when it finishes.
