@@ -169,6 +169,8 @@ class Coordinator:
         definition of), and lets what saga code raises through: the timer loop backs off.
         """
         timer = _timer_of(instance)
+        if instance.pending_command_id is None:
+            raise TimerError(f"saga {instance.saga_id} has a timer but awaits no command")
         definition = self._definitions.get(instance.saga_type)
         if definition is None:
             raise TimerError(f"saga type {instance.saga_type!r} has no definition here")
@@ -414,9 +416,9 @@ class Coordinator:
 
 
 def _timer_of(instance: SagaInstance) -> TimerFired:
-    if instance.deadline is None or instance.pending_command_id is None:
-        raise TimerError(f"saga {instance.saga_id} has a timer but awaits no command")
-    return TimerFired(instance.saga_id, instance.pending_command_id, instance.deadline)
+    if instance.deadline is None:
+        raise TimerError(f"saga {instance.saga_id} has no timer armed")
+    return TimerFired(instance.saga_id, instance.pending_command_id or "", instance.deadline)
 
 
 def _entry_in(

@@ -89,7 +89,17 @@ class TimerLoop:
         policy = self._policy
         claimed = await self._store.claim_timers(self._clock(), policy.lease, policy.batch)
         for timer in claimed:
-            await self._fire(timer)
+            try:
+                await self._fire(timer)
+            except Exception as exc:
+                # Recording a failed try failed too (the store, most likely): the lease runs
+                # out and the timer is tried again. The others in the batch go on.
+                log.warning(
+                    "timer of saga %s: failed try not recorded: %s",
+                    timer.instance.saga_id,
+                    exc,
+                    exc_info=not isinstance(exc, BusOrchestratorError),
+                )
         return len(claimed)
 
     async def _fire(self, timer: DueTimer) -> None:

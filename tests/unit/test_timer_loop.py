@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bus_orchestrator.core import TIMER_MESSAGE_TYPE, Inbound, SagaInstance, SagaStatus, decide
 from bus_orchestrator.core.state import saga_id_for
+from bus_orchestrator.errors import StoreUnavailableError
 from bus_orchestrator.ports import Change, DueTimer, PendingPublish
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
@@ -181,3 +183,39 @@ async def test_the_loop_sleeps_when_only_failing_timers_are_due() -> None:
     # two full batches, the rest, then one empty poll per interval: all are backing off
     assert store.claims[:6] == [100, 100, 50, 0, 0, 0]
     assert polls_per_sleep[:4] == [3, 1, 1, 1]
+
+
+async def test_a_timer_awaiting_no_command_fails_its_saga_in_the_end() -> None:
+    clock, relay = Clock(), Relay()
+    store = CountingStore(clock)
+    broken = awaiting_stock("o-1").model_copy(update={"pending_command_id": None, "current": None})
+    await stored(store, broken)
+    loop = timer_loop(store, clock, relay)
+
+    for at in (0, 1, 3):
+        clock.now = T0 + timedelta(seconds=at)
+        assert await loop.tick() == 1
+
+    [failed] = await store.find("o-1")
+    assert failed.status is SagaStatus.FAILED
+    assert (
+        failed.failure
+        == f"timer failed 3 times: saga {broken.saga_id} has a timer but awaits no command"
+    )
+    assert [e.outcome for e in await store.history(broken.saga_id)] == ["failed"]
+
+
+class StoreFailingBackOff(CountingStore):
+    async def back_off_timer(self, *args: Any) -> None:
+        raise StoreUnavailableError("connection reset")
+
+
+async def test_a_failed_try_that_cannot_be_recorded_holds_up_no_other_timer() -> None:
+    clock, relay = Clock(), Relay()
+    store = StoreFailingBackOff(clock)
+    first = awaiting_stock("a", "vanished").model_copy(update={"deadline": T0 - TIMEOUT})
+    await stored(store, first, awaiting_stock("b"))
+
+    assert await timer_loop(store, clock, relay).tick() == 2
+
+    assert [row.message.correlation_id for row in relay.rows] == ["b"]
