@@ -50,8 +50,26 @@ class Settings(BaseSettings):
         gt=0,
         description="How long the adapters keep processed commands, claims and tombstones",
     )
+    saga_retention_seconds: float = Field(
+        default=30 * 86_400.0,
+        gt=0,
+        description="How long finished sagas and their history (and history rows of no "
+        "saga) are kept",
+    )
     housekeeping_seconds: float = Field(default=60.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
+    timer_lease_seconds: float = Field(
+        default=60.0, gt=0, description="How long a coordinator owns a due timer it claimed"
+    )
+    timer_attempts: int = Field(
+        default=8, ge=1, description="Tries of a failing timer before its saga is failed"
+    )
+    timer_retry_seconds: float = Field(
+        default=5.0, gt=0, description="Wait after a timer's first failed try; doubles each try"
+    )
+    timer_retry_max_seconds: float = Field(
+        default=600.0, gt=0, description="Longest wait between two tries of a failing timer"
+    )
     db_pool_size: int = Field(default=10, ge=1)
     db_command_timeout_seconds: float = Field(default=10.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)

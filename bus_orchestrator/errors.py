@@ -7,6 +7,7 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── StoreUnavailableError            Postgres is unreachable or timed out (retryable)
 ├── BrokerUnavailableError           RabbitMQ is unreachable or timed out (retryable)
 ├── SagaNotFoundError                no saga with that id or correlation id
+├── TimerError                       a due timer cannot be fired here (e.g. unknown saga type)
 ├── SchemaNotMigratedError           the database lacks migrations this version needs
 ├── ContractCheckError               contracts cannot be compared (unknown ref, bad schema file)
 └── AdapterError                     raised by command handlers in an adapter
@@ -72,6 +73,13 @@ class BrokerUnavailableError(BusOrchestratorError):
 
 class SagaNotFoundError(BusOrchestratorError):
     """No saga matches the given id or correlation id."""
+
+
+class TimerError(BusOrchestratorError):
+    """A due timer this process cannot fire, e.g. of a saga type it has no definition of.
+
+    The timer loop backs off and tries again; after its attempts, the saga is failed.
+    """
 
 
 class SchemaNotMigratedError(BusOrchestratorError):

@@ -154,6 +154,15 @@ class Change:
     """The parked event this message was; removed from the park when the change commits."""
 
 
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    """A saga whose deadline has passed, claimed by one process for a lease."""
+
+    instance: SagaInstance
+    failed_attempts: int
+    """Tries of this very deadline that failed so far (0 the first time it is claimed)."""
+
+
 class SagaStore(Protocol):
     """Saga state, inbox, audit history and outbox, changed together or not at all."""
 
@@ -183,8 +192,19 @@ class SagaStore(Protocol):
         """Forget a parked event (it was applied or dead-lettered)."""
         ...
 
-    async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:
-        """Sagas whose deadline has passed, oldest deadline first."""
+    async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[DueTimer]:
+        """Claim up to ``limit`` sagas whose deadline is at or before ``now``, earliest first.
+
+        A claimed saga is not claimed again, by any process, until ``now + lease`` or until
+        its deadline moves; nor while it backs off after a failed try (``back_off_timer``).
+        """
+        ...
+
+    async def back_off_timer(
+        self, saga_id: str, deadline: datetime, attempts: int, next_try: datetime
+    ) -> None:
+        """Record that ``attempts`` tries of the saga's timer for ``deadline`` failed: it is
+        not claimed again before ``next_try``. Does nothing once the deadline has moved on."""
         ...
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:
@@ -209,6 +229,16 @@ class SagaStore(Protocol):
         """Forget a batch of message ids received longer than ``older_than`` ago."""
         ...
 
+    async def purge_finished(self, older_than: timedelta) -> int:
+        """Delete a batch of sagas finished (completed, compensated, failed) longer than
+        ``older_than`` ago, with their history; return how many sagas."""
+        ...
+
+    async def purge_orphan_history(self, older_than: timedelta) -> int:
+        """Delete a batch of history rows of no saga recorded longer than ``older_than`` ago;
+        return how many."""
+        ...
+
 
 class Outbox(Protocol):
     """The relay's view of the outbox."""
@@ -218,7 +248,7 @@ class Outbox(Protocol):
         ...
 
     async def mark_sent(self, outbox_ids: Sequence[int]) -> None:
-        """Record the broker's confirm for these rows."""
+        """Record the broker's confirm for these rows, and drop their bodies and headers."""
         ...
 
     async def purge_sent(self, older_than: timedelta) -> int:

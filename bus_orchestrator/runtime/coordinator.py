@@ -23,10 +23,12 @@ from bus_orchestrator.core.decide import (
     CommandRefused,
     Decision,
     Inbound,
+    Outcome,
     Outgoing,
     TimerFired,
     decide,
     error_text,
+    fail,
 )
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
@@ -38,6 +40,7 @@ from bus_orchestrator.errors import (
     DefinitionError,
     InvalidMessageError,
     StoreUnavailableError,
+    TimerError,
 )
 from bus_orchestrator.ports import (
     ByCorrelation,
@@ -199,16 +202,43 @@ class Coordinator:
         return Verdict.ACK
 
     async def fire(self, instance: SagaInstance) -> None:
-        """Deliver a saga's due timer, exactly as a message would be."""
-        if instance.deadline is None or instance.pending_command_id is None:
-            return
+        """Deliver a saga's due timer, exactly as a message would be.
+
+        Raises ``TimerError`` when this process cannot fire it (a saga type it has no
+        definition of), and lets what saga code raises through: the timer loop backs off.
+        """
+        timer = _timer_of(instance)
+        if instance.pending_command_id is None:
+            raise TimerError(f"saga {instance.saga_id} has a timer but awaits no command")
         definition = self._definitions.get(instance.saga_type)
         if definition is None:
-            log.error("saga %s has unknown type %s", instance.saga_id, instance.saga_type)
-            return
-        timer = TimerFired(instance.saga_id, instance.pending_command_id, instance.deadline)
+            raise TimerError(f"saga type {instance.saga_type!r} has no definition here")
         key = BySagaId(instance.saga_id)
-        await self._retrying(self._apply, definition, definition.name, timer, key, None)
+        async with self._order.hold([instance.correlation_id]):  # after messages in hand
+            await self._retrying(self._apply, definition, definition.name, timer, key, None)
+
+    async def give_up(self, instance: SagaInstance, reason: str) -> CommitResult:
+        """Stop a saga whose timer kept failing: ``failed`` with ``reason``, in its history.
+
+        The timer's own inbox id and the saga's version guard the write, so the timer cannot
+        be both fired and given up on; CONFLICT or DUPLICATE means the saga moved on.
+        """
+        timer = _timer_of(instance)
+        now = self._clock()
+        decision = Decision(Outcome.ADVANCED, reason, fail(instance, reason, now))
+        change = Change(
+            consumer=instance.saga_type,  # the inbox name fire() would use: see _apply
+            message_id=timer.message_id,
+            saga_id=instance.saga_id,
+            instance=decision.instance,
+            expected_version=instance.version,
+            history=(_entry_in(timer, "failed", reason, now),),
+        )
+        with bind_saga(instance.saga_id):
+            committed = await self._store.commit(change)
+            if committed.result is CommitResult.COMMITTED:
+                self._observe(decision, instance)
+        return committed.result
 
     async def _retrying(self, func: Any, *args: Any) -> None:
         # The store being down is not the message's fault: keep it in hand and retry,
@@ -624,6 +654,12 @@ class Coordinator:
 def _source(message: Inbound | TimerFired) -> str:
     """The source a message is known by in the inbox; the engine's own timers have none."""
     return message.source if isinstance(message, Inbound) else ""
+
+
+def _timer_of(instance: SagaInstance) -> TimerFired:
+    if instance.deadline is None:
+        raise TimerError(f"saga {instance.saga_id} has no timer armed")
+    return TimerFired(instance.saga_id, instance.pending_command_id or "", instance.deadline)
 
 
 def _entry_in(

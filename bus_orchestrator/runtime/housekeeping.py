@@ -1,8 +1,11 @@
-"""Housekeeping: keeps the inbox and the outbox from growing without bound.
+"""Housekeeping: keeps the inbox, the outbox and the sagas from growing without bound.
 
-Confirmed outbox rows are kept ``outbox_retention`` (the saga history keeps the audit of
-what was sent); processed message ids are kept ``inbox_retention``, long enough to catch
-any redelivery. Both are deleted in bounded batches, each its own short statement.
+Confirmed outbox rows (their bodies dropped at the confirm) are kept ``outbox_retention``;
+the saga history keeps the audit of what was sent. Processed message ids are kept
+``inbox_retention``, long enough to catch any redelivery. Finished sagas (completed,
+compensated, failed) and their history are kept ``saga_retention`` after they finished,
+and so are history rows of no saga (messages nobody awaited). All are deleted in bounded
+batches, each its own short statement.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ class Housekeeping:
         *,
         inbox_retention: timedelta,
         outbox_retention: timedelta,
+        saga_retention: timedelta,
         interval: float,
     ) -> None:
         self._purges: list[tuple[str, Callable[[], Awaitable[int]]]] = [
             ("inbox", lambda: store.purge_inbox(inbox_retention)),
             ("outbox", lambda: outbox.purge_sent(outbox_retention)),
+            ("sagas", lambda: store.purge_finished(saga_retention)),
+            ("history", lambda: store.purge_orphan_history(saga_retention)),
         ]
         self._interval = interval
         self._task: asyncio.Task[None] | None = None

@@ -19,7 +19,7 @@ from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.housekeeping import Housekeeping
 from bus_orchestrator.runtime.parking import ParkSweeper
 from bus_orchestrator.runtime.relay import OutboxRelay
-from bus_orchestrator.runtime.timers import TimerLoop
+from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
 from bus_orchestrator.store.migrate import require_migrated
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from bus_orchestrator.telemetry.setup import Telemetry
@@ -101,7 +101,7 @@ class CoordinatorService:
         )
         self.relay.start()
         self.timers = TimerLoop(
-            self.store, self.coordinator, self._clock, settings.timer_poll_seconds
+            self.store, self.coordinator, self._clock, TimerPolicy.from_settings(settings)
         )
         self.timers.start()
         self._housekeeping = Housekeeping(
@@ -109,6 +109,7 @@ class CoordinatorService:
             self.store,
             inbox_retention=timedelta(seconds=settings.inbox_retention_seconds),
             outbox_retention=timedelta(seconds=settings.outbox_retention_seconds),
+            saga_retention=timedelta(seconds=settings.saga_retention_seconds),
             interval=settings.housekeeping_seconds,
         )
         self._housekeeping.start()

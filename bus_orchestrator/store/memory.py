@@ -2,8 +2,9 @@
 
 It keeps the Postgres adapter's semantics: the inbox catches duplicates, the saga version
 and the uniqueness of (saga type, correlation id) catch conflicts, a failed commit writes
-nothing, outbox rows are leased on commit and claimed in id order. Values go through JSON
-on the way in, as they do in Postgres, so callers never share state with the store.
+nothing, outbox rows are leased on commit and claimed in id order, a confirmed row loses its
+message, timers are leased and backed off per deadline. Values go through JSON on the way
+in, as they do in Postgres, so callers never share state with the store.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bus_orchestrator.ports import (
     Clock,
     CommitResult,
     Committed,
+    DueTimer,
     HistoryEntry,
     Loaded,
     OutboxMessage,
@@ -49,10 +51,20 @@ def _copy(instance: SagaInstance) -> SagaInstance:
 
 @dataclass(slots=True)
 class _OutboxRow:
-    message: OutboxMessage
+    message: OutboxMessage | None
+    """``None`` once confirmed: the body and headers are dropped (they may hold secrets)."""
     created_at: datetime
     claimed_until: datetime
     sent_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _TimerClaim:
+    """The timer loop's view of one saga's deadline: see migration 0005."""
+
+    deadline: datetime
+    attempts: int
+    next_try: datetime
 
 
 class InMemorySagaStore:
@@ -71,6 +83,7 @@ class InMemorySagaStore:
         self._history: list[tuple[uuid.UUID | None, HistoryEntry]] = []
         self._outbox: dict[int, _OutboxRow] = {}
         self._last_outbox_id = 0
+        self._timers: dict[uuid.UUID, _TimerClaim] = {}
 
     # -- the message path --------------------------------------------------------------
 
@@ -177,14 +190,33 @@ class InMemorySagaStore:
 
     # -- timers and queries --------------------------------------------------------------
 
-    async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:
-        due = [
-            (s.deadline, uuid.UUID(s.saga_id), s)
-            for s in self._sagas.values()
-            if s.deadline is not None and s.deadline <= now
-        ]
+    async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[DueTimer]:
+        due: list[tuple[datetime, uuid.UUID, SagaInstance]] = []
+        for key, saga in self._sagas.items():
+            if saga.deadline is None or saga.deadline > now:
+                continue
+            claim = self._timers.get(key)
+            if claim is not None and claim.deadline == saga.deadline and claim.next_try > now:
+                continue
+            due.append((saga.deadline, key, saga))
         due.sort(key=lambda d: (d[0], d[1]))
-        return [s for _, _, s in due[:limit]]
+        claimed = []
+        for deadline, key, saga in due[:limit]:
+            claim = self._timers.get(key)
+            attempts = claim.attempts if claim is not None and claim.deadline == deadline else 0
+            self._timers[key] = _TimerClaim(deadline, attempts, now + lease)
+            claimed.append(DueTimer(_copy(saga), attempts))
+        return claimed
+
+    async def back_off_timer(
+        self, saga_id: str, deadline: datetime, attempts: int, next_try: datetime
+    ) -> None:
+        key = _as_uuid(saga_id)
+        saga = None if key is None else self._sagas.get(key)
+        claim = None if key is None else self._timers.get(key)
+        if saga is None or saga.deadline != deadline or claim is None or claim.deadline != deadline:
+            return
+        claim.attempts, claim.next_try = attempts, next_try
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:
         wanted = _as_uuid(id_or_correlation)
@@ -224,7 +256,7 @@ class InMemorySagaStore:
             if len(claimed) >= limit:
                 break
             row = self._outbox[outbox_id]
-            if row.sent_at is None and row.claimed_until < now:
+            if row.message is not None and row.sent_at is None and row.claimed_until < now:
                 row.claimed_until = now + lease
                 claimed.append(PendingPublish(outbox_id, row.message))
         return claimed
@@ -234,7 +266,7 @@ class InMemorySagaStore:
         for outbox_id in outbox_ids:
             row = self._outbox.get(outbox_id)
             if row is not None and row.sent_at is None:
-                row.sent_at = now
+                row.sent_at, row.message = now, None
 
     async def purge_inbox(self, older_than: timedelta) -> int:
         """Forget message ids received longer than ``older_than`` ago; return how many."""
@@ -243,6 +275,29 @@ class InMemorySagaStore:
         for key in gone:
             del self._inbox[key]
         return len(gone)
+
+    async def purge_finished(self, older_than: timedelta) -> int:
+        """Delete sagas finished longer than ``older_than`` ago, with their history."""
+        cutoff = self._clock() - older_than
+        gone = {
+            key
+            for key, saga in self._sagas.items()
+            if saga.status.terminal and saga.updated_at < cutoff
+        }
+        for key in gone:
+            saga = self._sagas.pop(key)
+            del self._by_correlation[(saga.saga_type, saga.correlation_id)]
+            self._timers.pop(key, None)
+        self._history = [(key, entry) for key, entry in self._history if key not in gone]
+        return len(gone)
+
+    async def purge_orphan_history(self, older_than: timedelta) -> int:
+        """Delete history rows of no saga recorded longer than ``older_than`` ago."""
+        cutoff = self._clock() - older_than
+        kept = [(k, e) for k, e in self._history if k is not None or e.at >= cutoff]
+        removed = len(self._history) - len(kept)
+        self._history = kept
+        return removed
 
     async def purge_sent(self, older_than: timedelta) -> int:
         """Delete rows confirmed longer than ``older_than`` ago; return how many."""

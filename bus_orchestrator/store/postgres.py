@@ -23,6 +23,7 @@ from bus_orchestrator.ports import (
     CommitResult,
     Committed,
     Direction,
+    DueTimer,
     HistoryEntry,
     Loaded,
     OutboxMessage,
@@ -214,8 +215,19 @@ class PostgresSagaStore:
 
     # -- timers and queries --------------------------------------------------------------
 
-    async def due_timers(self, now: datetime, limit: int) -> list[SagaInstance]:
-        return await self._sagas(self._sql.due_timers, now, limit)
+    async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[DueTimer]:
+        with postgres_errors:
+            rows = await self._pool.fetch(self._sql.claim_timers, now, lease, limit)
+        rows.sort(key=lambda row: (row["deadline"], row["saga_id"]))  # RETURNING is unordered
+        return [DueTimer(_instance(row["state"]), row["timer_attempts"]) for row in rows]
+
+    async def back_off_timer(
+        self, saga_id: str, deadline: datetime, attempts: int, next_try: datetime
+    ) -> None:
+        with postgres_errors:
+            await self._pool.execute(
+                self._sql.back_off_timer, _as_uuid(saga_id), deadline, attempts, next_try
+            )
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:
         return await self._sagas(self._sql.find, _as_uuid(id_or_correlation), id_or_correlation)
@@ -289,6 +301,18 @@ class PostgresSagaStore:
         """Forget a batch of message ids received longer than ``older_than`` ago."""
         with postgres_errors:
             deleted: int = await self._pool.fetchval(self._sql.purge_inbox, older_than)
+        return deleted
+
+    async def purge_finished(self, older_than: timedelta) -> int:
+        """Delete sagas finished longer than ``older_than`` ago, with their history."""
+        with postgres_errors:
+            deleted: int = await self._pool.fetchval(self._sql.purge_finished, older_than)
+        return deleted
+
+    async def purge_orphan_history(self, older_than: timedelta) -> int:
+        """Delete history rows of no saga recorded longer than ``older_than`` ago."""
+        with postgres_errors:
+            deleted: int = await self._pool.fetchval(self._sql.purge_orphan_history, older_than)
         return deleted
 
     async def purge_sent(self, older_than: timedelta) -> int:

@@ -24,7 +24,8 @@ class Queries:
     parked: str
     parked_ready: str
     unpark: str
-    due_timers: str
+    claim_timers: str
+    back_off_timer: str
     find: str
     list_sagas: str
     history: str
@@ -32,6 +33,8 @@ class Queries:
     mark_sent: str
     purge_sent: str
     purge_inbox: str
+    purge_finished: str
+    purge_orphan_history: str
     outbox_backlog: str
 
     @classmethod

@@ -389,30 +389,7 @@ async def test_purge_inbox_forgets_only_old_message_ids(harness: Harness) -> Non
     assert await store.purge_inbox(timedelta(0)) == 0
 
 
-# -- timers and queries --------------------------------------------------------------------
-
-
-async def test_due_timers_oldest_deadline_first(store: Store) -> None:
-    deadlines = {"a": 3, "b": 1, "c": 2, "d": 10}
-    for n, (name, seconds) in enumerate(deadlines.items()):
-        saga = make_saga(name, deadline=T0 + timedelta(seconds=seconds))
-        await store.commit(change(f"m{n}", saga))
-    await store.commit(change("m-none", make_saga("e")))
-
-    due = await store.due_timers(T0 + timedelta(seconds=3), 10)
-    assert [s.correlation_id for s in due] == ["b", "c", "a"]  # deadline == now is due
-    assert [s.correlation_id for s in await store.due_timers(T0 + timedelta(hours=1), 2)] == [
-        "b",
-        "c",
-    ]
-    assert await store.due_timers(T0, 10) == []
-
-
-async def test_a_cleared_deadline_is_no_longer_due(store: Store) -> None:
-    saga = make_saga(deadline=T0)
-    await store.commit(change("m1", saga))
-    await store.commit(change("m2", bump(saga, deadline=None), expected_version=1))
-    assert await store.due_timers(T0 + timedelta(days=1), 10) == []
+# -- queries -------------------------------------------------------------------------------
 
 
 async def test_find_by_id_or_correlation(store: Store) -> None:

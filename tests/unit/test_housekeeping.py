@@ -1,4 +1,5 @@
-"""Housekeeping over the in-memory store: old inbox ids and confirmed outbox rows go."""
+"""Housekeeping over the in-memory store: old inbox ids, confirmed outbox rows, finished
+sagas and their history go."""
 
 from __future__ import annotations
 
@@ -32,10 +33,14 @@ async def test_a_sweep_purges_by_age_in_batches_until_done() -> None:
         store,
         inbox_retention=timedelta(days=7),
         outbox_retention=timedelta(days=1),
+        saga_retention=timedelta(days=30),
         interval=60,
     )
-    assert await housekeeping.sweep() == {"inbox": 0, "outbox": 0}
+    nothing = {"inbox": 0, "outbox": 0, "sagas": 0, "history": 0}
+    assert await housekeeping.sweep() == nothing
     clock.now += timedelta(days=2)
-    assert await housekeeping.sweep() == {"inbox": 0, "outbox": 3}
+    assert await housekeeping.sweep() == {**nothing, "outbox": 3}
     clock.now += timedelta(days=6)
-    assert await housekeeping.sweep() == {"inbox": 3, "outbox": 0}
+    assert await housekeeping.sweep() == {**nothing, "inbox": 3}
+    clock.now += timedelta(days=30)
+    assert await housekeeping.sweep() == {**nothing, "history": 3}  # the messages of no saga
