@@ -378,8 +378,8 @@ class Coordinator:
             message_type=message.message_type,
             correlation_id=message.correlation_id,
             causation_id=None,
-            outcome=str(reason),
-            note=detail,
+            outcome="dead-lettered",
+            note=f"{reason}: {detail}",
             payload={},
             at=now,
         )

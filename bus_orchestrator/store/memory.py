@@ -292,9 +292,16 @@ class InMemorySagaStore:
         return len(gone)
 
     async def purge_orphan_history(self, older_than: timedelta) -> int:
-        """Delete history rows of no saga recorded longer than ``older_than`` ago."""
+        """Delete history rows of no saga recorded longer than ``older_than`` ago: messages
+        nobody awaited, and events parked for a saga that never started."""
         cutoff = self._clock() - older_than
-        kept = [(k, e) for k, e in self._history if k is not None or e.at >= cutoff]
+
+        def orphan(key: uuid.UUID | None, entry: HistoryEntry) -> bool:
+            if key is None:
+                return True
+            return entry.outcome in ("parked", "dead-lettered") and key not in self._sagas
+
+        kept = [(k, e) for k, e in self._history if e.at >= cutoff or not orphan(k, e)]
         removed = len(self._history) - len(kept)
         self._history = kept
         return removed

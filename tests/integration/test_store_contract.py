@@ -120,14 +120,16 @@ def make_saga(
     )
 
 
-def entry(message_id: str, note: str = "", **payload: Any) -> HistoryEntry:
+def entry(
+    message_id: str, note: str = "", outcome: str = "applied", **payload: Any
+) -> HistoryEntry:
     return HistoryEntry(
         direction=Direction.IN,
         message_id=message_id,
         message_type="orders.order_placed.v1",
         correlation_id="order-1",
         causation_id=None,
-        outcome="applied",
+        outcome=outcome,
         note=note,
         payload=payload or {"n": 1},
         at=T0,
@@ -603,3 +605,17 @@ async def test_parked_events_are_ready_when_their_saga_exists_or_they_expire(
     assert [p.message.message_id for p in await store.parked_ready(T0, 1)] == ["p1"]
     await store.unpark(ready[0].parked_id)
     assert [p.message.message_id for p in await store.parked_ready(T0, 10)] == ["p2"]
+
+
+async def test_history_of_parked_events_whose_saga_never_started_is_purged(
+    harness: Harness,
+) -> None:
+    store = harness.store
+    await store.park("park.order", parked("order-1", "p1"), entry("p1", outcome="parked"))
+    await store.park("park.order", parked("order-2", "p2"), entry("p2", outcome="parked"))
+    await store.commit(change("m1", make_saga("order-2")))  # order-2 started, order-1 never
+    await harness.advance(timedelta(seconds=1))
+    assert await store.purge_orphan_history(timedelta(0)) == 1
+    assert await store.history(saga_id_for("order", "order-1")) == []
+    kept = await store.history(saga_id_for("order", "order-2"))
+    assert [e.message_id for e in kept] == ["p2", "m1"]

@@ -184,7 +184,7 @@ async def test_a_parked_event_whose_saga_never_starts_is_dead_lettered_with_the_
     assert dead.headers["ce-id"] == "e-1"  # the original message, as it came
     assert await store.parked("order_to_cash", "o-4") == []
     history = await store.history(saga_id_of("o-4"))
-    assert [h.outcome for h in history] == ["parked", "expired"]
+    assert [h.outcome for h in history] == ["parked", "dead-lettered"]
     # an order arriving later starts its saga as usual
     await subject.handle(raw(order("o-4"), "e-2"))
     [saga] = await store.find("o-4")

@@ -25,3 +25,8 @@ CREATE TABLE parked_event (
 
 CREATE INDEX parked_event_saga_idx ON parked_event (saga_type, correlation_id, id);
 CREATE INDEX parked_event_expiry_idx ON parked_event (expires_at);
+
+-- History rows of parked events whose saga never started ('parked', then 'dead-lettered')
+-- name a saga that does not exist: purge_orphan_history.sql finds them by this.
+CREATE INDEX saga_history_parked_idx ON saga_history (at)
+    WHERE outcome IN ('parked', 'dead-lettered');
