@@ -45,13 +45,19 @@ its `payload` is the event's `data` in either mode.
   refused, never filled in. `type` is the message type, and the routing key.
 - `correlationid` (extension): the saga's correlation key (e.g. an order id).
 - `causationid` (extension): the `id` of the message that caused this one.
+- The attributes the engine reads (the four above, `correlationid`, `causationid`,
+  `compensates`) are strings in both modes (in binary mode every `ce-` header is an AMQP
+  string, never a number, boolean, table or byte array), and no attribute holds a control
+  character (U+0000-U+001F, U+007F-U+009F), as CloudEvents requires; otherwise the message
+  is refused as `not-a-cloudevent`.
 - AMQP properties mirror the attributes: `message_id` = `id`, `correlation_id` =
   `correlationid`, `type` = `type`. Messages are persistent (delivery mode 2).
 - Optional headers: W3C `traceparent` / `tracestate` (continue the trace to make your work
   part of the saga's trace) and, on commands the engine sends, `x-saga-id`, `x-saga-type`,
   `x-saga-step`, `x-saga-status` and `x-saga-compensation` (informational; replies may echo
   them).
-- Payloads are strict: unknown fields are refused. Money is a decimal string.
+- Payloads are strict: unknown fields are refused, and no string or key may hold a NUL
+  character (U+0000) or a lone surrogate (`schema-violation`). Money is a decimal string.
 
 ## Exchanges
 
@@ -71,8 +77,9 @@ the same message.
 
 ## Bad input and dead letters
 
-Malformed JSON, a body that is not a CloudEvent, missing required attributes, an unknown
-type, data that fails the contract or an oversized body is published to the fanout exchange
+Malformed JSON (including JSON nested too deeply to parse), a body that is not a
+CloudEvent, missing required attributes, an unknown type, data that fails the contract or an
+oversized body is published to the fanout exchange
 `bus.dead` (queue `bus.dead`) with the original body and headers plus `x-dead-reason`
 (`malformed`, `not-a-cloudevent`, `missing-attributes`, `unknown-type`, `schema-violation`,
 `oversized`, `handler-error`), `x-dead-detail`, `x-original-exchange` and
