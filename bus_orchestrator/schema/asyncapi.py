@@ -57,7 +57,12 @@ its `payload` is the event's `data` in either mode.
   `x-saga-step`, `x-saga-status` and `x-saga-compensation` (informational; replies may echo
   them).
 - Payloads are strict: unknown fields are refused, and no string or key may hold a NUL
-  character (U+0000) or a lone surrogate (`schema-violation`). Money is a decimal string.
+  character (U+0000) or a lone surrogate (`schema-violation`).
+- Money is a decimal string, never a JSON number: an integer part without leading zeros,
+  then optionally a point and at most the declared places (`"39.80"`, `"7"`, `"0.5"`), no sign,
+  exponent, underscore or space, exactly as the schema's `pattern` says (ECMA-262: `$` is
+  the end of the string). The engine sends it in plain notation with exactly the declared
+  places (`"7.00"`, `"0.50"`).
 
 ## Exchanges
 
