@@ -44,7 +44,9 @@ its `payload` is the event's `data` in either mode.
 - `id`, `type`, `source` and `specversion` (`1.0`) are required; a message without them is
   refused, never filled in. `type` is the message type, and the routing key.
 - `correlationid` (extension): the saga's correlation key (e.g. an order id).
-- `causationid` (extension): the `id` of the message that caused this one.
+- `causationid` (extension): the `id` of the message that caused this one. **Required on
+  every reply** (it names the command answered), in both content modes: a reply without it
+  is dead-lettered as `missing-attributes`.
 - The attributes the engine reads (the four above, `correlationid`, `causationid`,
   `compensates`) are strings in both modes (in binary mode every `ce-` header is an AMQP
   string, never a number, boolean, table or byte array), and no attribute holds a control
@@ -177,11 +179,16 @@ def _headers(contract: Contract) -> dict[str, Any]:
             "enum": ["true"],
             "description": f"Present on compensating commands ({echo}).",
         }
-    return {
-        "type": "object",
-        "required": ["ce-id", "ce-type", "ce-source", "ce-specversion"],
-        "properties": properties,
-    }
+    required = ["ce-id", "ce-type", "ce-source", "ce-specversion"]
+    if contract.kind is MessageKind.REPLY:
+        # How the engine finds the saga that awaits a reply: required, and not empty.
+        required.append("ce-causationid")
+        properties["ce-causationid"] = {
+            "type": "string",
+            "minLength": 1,
+            "description": "The `id` of the command this reply answers (required).",
+        }
+    return {"type": "object", "required": required, "properties": properties}
 
 
 def _message(contract: Contract) -> dict[str, Any]:

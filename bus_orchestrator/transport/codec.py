@@ -3,7 +3,7 @@
 Incoming messages are checked in this order, each failure a clear ``InvalidMessageError``:
 size, JSON (nested too deep is malformed too), CloudEvent shape, attributes (checked
 *before* the SDK builds the event, because it fills in a missing ``id``, ``time`` and
-``specversion`` by itself), known type, and the contract's
+``specversion`` by itself), known type, ``causationid`` on a reply, and the contract's
 schema (which includes: no NUL character anywhere in the data). The body is parsed once.
 Outgoing messages are encoded in binary mode: ``ce-`` headers and the data as the JSON
 body, with the AMQP properties mirroring ``id``, ``correlationid`` and ``type``.
@@ -25,7 +25,7 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
 from bus_orchestrator.core.decide import Inbound
-from bus_orchestrator.core.messages import ContractRegistry, Message
+from bus_orchestrator.core.messages import ContractRegistry, Message, MessageKind
 from bus_orchestrator.errors import DeadLetterReason, InvalidMessageError
 from bus_orchestrator.ports import OutboxMessage
 
@@ -206,6 +206,13 @@ def decode(raw: RawMessage, registry: ContractRegistry, max_bytes: int) -> Inbou
     contract = registry.get(message_type)
     if contract is None:
         raise InvalidMessageError(DeadLetterReason.UNKNOWN_TYPE, f"unknown type {message_type!r}")
+    causation = event.get_extension(CAUSATION)
+    if contract.kind is MessageKind.REPLY and not causation:
+        # The engine finds the saga a reply belongs to by the command it answers.
+        raise InvalidMessageError(
+            DeadLetterReason.MISSING_ATTRIBUTES,
+            f"reply {message_type} has no causationid (the id of the command it answers)",
+        )
     data = event.get_data()
     if not isinstance(data, dict):
         raise InvalidMessageError(
@@ -223,7 +230,6 @@ def decode(raw: RawMessage, registry: ContractRegistry, max_bytes: int) -> Inbou
             DeadLetterReason.SCHEMA, f"{message_type}: {_schema_errors(exc)}"
         ) from exc
     correlation = event.get_extension(CORRELATION)
-    causation = event.get_extension(CAUSATION)
     compensates = event.get_extension(COMPENSATES)
     return Inbound(
         message_id=event.get_id(),

@@ -20,7 +20,7 @@ from adapters import FakeCarrier, FakeInventory, FakePaymentGateway, example_ada
 from bus_orchestrator.adapters.runner import run_adapters
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus
-from contracts import ReserveStock
+from contracts import ReserveStock, StockReserved
 from contracts.inventory import StockLine
 from tests.conftest import TestBus
 from tests.integration.harness import (
@@ -181,6 +181,37 @@ async def test_a_binary_attribute_that_is_not_a_string_header_is_refused(
             for name, value in case.items()
         )
         await assert_good_order_still_flows(settings, bus, commands)
+    finally:
+        await service.stop()
+
+
+async def test_a_reply_without_causationid_is_dead_lettered_and_its_saga_waits_on(
+    settings: Settings, schema: str, bus: TestBus
+) -> None:
+    commands = await bus.tap(bus.topology.commands)
+    dead = await bus.tap(bus.topology.dead)
+    service = await start_coordinator(settings)
+    try:
+        channel = await bus.channel()
+        await publish(channel, bus.topology.events, order("o-r"), correlation_id="o-r")
+        [reserve] = await bus.drain(commands, 1)
+        reply = StockReserved(order_id="o-r", reservation_id="res-1")
+        await publish(channel, bus.topology.replies, reply, correlation_id="o-r")  # no cause
+        [(reason, detail, _)] = await dead_reasons(bus, dead, 1)
+        assert reason == "missing-attributes"
+        assert "causationid" in detail
+        saga = (await wait_for_status(settings, ["o-r"], {SagaStatus.RUNNING}))["o-r"]
+        assert saga.pending_command_id == reserve.message_id  # not failed: still waiting
+        # the same reply, now naming its command, moves the saga on
+        await publish(
+            channel,
+            bus.topology.replies,
+            reply,
+            correlation_id="o-r",
+            causation_id=reserve.message_id,
+        )
+        [charge] = await bus.drain(commands, 1)
+        assert charge.routing_key == "payments.charge_payment.v1"
     finally:
         await service.stop()
 

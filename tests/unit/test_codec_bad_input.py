@@ -3,7 +3,7 @@
 JSON too deep to parse is ``malformed``; a NUL or a lone surrogate in the data (Postgres text
 and jsonb cannot hold them) is a ``schema-violation``; an attribute the engine reads that is
 not a string, or that holds a control character, is ``not-a-cloudevent`` in either content
-mode.
+mode; a reply without ``causationid`` is ``missing-attributes``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from bus_orchestrator.errors import DeadLetterReason, InvalidMessageError
 from bus_orchestrator.transport.codec import RawMessage, decode
-from contracts import REGISTRY, OrderCancelled
+from contracts import REGISTRY, OrderCancelled, StockReserved
 
 ATTRS: dict[str, Any] = {
     "id": "e-1",
@@ -23,6 +23,8 @@ ATTRS: dict[str, Any] = {
     "source": "urn:test",
     "specversion": "1.0",
 }
+REPLY = {**ATTRS, "type": "inventory.stock_reserved.v1"}
+REPLY_DATA = {"order_id": "o-1", "reservation_id": "r-1"}
 DEEP = b"[" * 10_000 + b"]" * 10_000
 
 
@@ -201,3 +203,26 @@ def test_string_attributes_decode_as_before() -> None:
         "c-1",
         "f-1",
     )
+
+
+@pytest.mark.parametrize(
+    ("label", "raw"),
+    [
+        ("structured, absent", structured({**REPLY, "data": REPLY_DATA})),
+        ("structured, empty", structured({**REPLY, "causationid": "", "data": REPLY_DATA})),
+        ("structured, null", structured({**REPLY, "causationid": None, "data": REPLY_DATA})),
+        ("binary, absent", binary(REPLY, REPLY_DATA)),
+        ("binary, empty", binary({**REPLY, "causationid": ""}, REPLY_DATA)),
+    ],
+)
+def test_a_reply_without_causationid_is_missing_attributes(label: str, raw: RawMessage) -> None:
+    error = refusal(raw)
+    assert error.reason is DeadLetterReason.MISSING_ATTRIBUTES, error.detail
+    assert "causationid" in error.detail
+
+
+def test_a_reply_with_causationid_and_an_event_without_one_are_accepted() -> None:
+    reply = decode(binary({**REPLY, "causationid": "cmd-1"}, REPLY_DATA), REGISTRY, 10_000)
+    assert reply.payload == StockReserved(**REPLY_DATA) and reply.causation_id == "cmd-1"
+    event = decode(binary(ATTRS), REGISTRY, 10_000)  # events and commands may omit it
+    assert event.causation_id is None
