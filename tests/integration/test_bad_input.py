@@ -17,7 +17,8 @@ import aio_pika
 import pytest
 
 from adapters import FakeCarrier, FakeInventory, FakePaymentGateway, example_adapters
-from bus_orchestrator.adapters.runner import run_adapters
+from bus_orchestrator.adapters import RetryPolicy
+from bus_orchestrator.adapters.runner import run_adapters, work_queue_name
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus
 from contracts import ReserveStock, StockReserved
@@ -33,7 +34,6 @@ from tests.integration.harness import (
     structured,
     wait_for_status,
 )
-from tests.integration.test_adapters_amqp import FAST_RETRY, declare_work_queues
 
 pytestmark = pytest.mark.integration
 
@@ -222,9 +222,17 @@ async def adapters_running(settings: Settings, bus: TestBus, schema: str) -> Asy
         inventory=FakeInventory(),
         payments=FakePaymentGateway(),
         shipping=FakeCarrier(),
-        retry=FAST_RETRY,
+        retry=RetryPolicy(attempts=2, initial_backoff=0.01, max_backoff=0.05, jitter=0.01),
     )
-    await declare_work_queues(bus, adapters)
+    # declared up front, as the runner declares them, so no command sent early is lost
+    channel = await bus.channel()
+    for adapter in adapters:
+        await bus.topology.declare_work_queue(
+            channel,
+            bus.topology.queue(work_queue_name(adapter)),
+            [(bus.topology.commands, command_type) for command_type in adapter.command_types],
+        )
+    await channel.close()
     stop = asyncio.Event()
     task = asyncio.create_task(run_adapters(settings, adapters, stop))
     try:
