@@ -7,9 +7,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bus_orchestrator.core.messages import Event, Secret
+from bus_orchestrator.core.messages import DecimalString, Event, Secret
 
-Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
+Money = Annotated[Decimal, DecimalString(max_digits=18, decimal_places=2)]
+"""An amount of money: a decimal string on the wire (``"39.80"``), sent with 2 places."""
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
 
 

@@ -7,12 +7,24 @@ it is never derived from the Python class path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Context, Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, SecretStr, SerializationInfo
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 REDACTED = "**********"
 REDACT_SECRETS = {"redact_secrets": True}
@@ -29,6 +41,100 @@ def _secret_value(value: SecretStr, info: SerializationInfo) -> str:
 Secret = Annotated[SecretStr, PlainSerializer(_secret_value, return_type=str, when_used="json")]
 """Message content marked secret: sent in clear to whoever needs it (the JSON on the wire),
 masked everywhere else: ``repr``, logs, span attributes, and the saga's audit history."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecimalString:
+    """A non-negative decimal that travels as a JSON string: ONE definition for the engine
+    and the published schema. Use it as ``Annotated[Decimal, DecimalString(18, 2)]``.
+
+    - **In**: a string matching ``pattern``: an integer part without leading zeros (``0``,
+      ``7``, ``120``) of at most ``max_digits - decimal_places`` digits, then optionally a
+      point and 1 to ``decimal_places`` digits; no sign, exponent, underscore or whitespace.
+      Python code
+      may also pass a ``Decimal`` of that range (finite, not negative, no more places).
+      Anything else is refused, JSON numbers included: a float has already lost
+      precision, and a schema that allows both a number and a string allows too much.
+    - **Held**: a ``Decimal`` with exactly ``decimal_places`` places (``"1.5"`` holds
+      ``Decimal("1.50")``).
+    - **Out** (JSON): plain notation with exactly ``decimal_places`` places, never an
+      exponent, so one value has one spelling: ``"1.50"``, ``"20000.00"``, ``"0.00"``.
+    - **Schema**: ``{"type": "string", "pattern": pattern}``, the very pattern checked here
+      (ECMA-262 semantics: ``$`` is the end of the string, as in Python's ``fullmatch``).
+    """
+
+    max_digits: int
+    decimal_places: int
+    pattern: str = field(init=False)
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _limit: Decimal = field(init=False, repr=False, compare=False)
+    _quantum: Decimal = field(init=False, repr=False, compare=False)
+    _context: Context = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        whole, places = self.max_digits - self.decimal_places, self.decimal_places
+        if places < 0 or whole < 1:
+            raise ValueError("DecimalString needs max_digits > decimal_places >= 0")
+        integer = "(0|[1-9])" if whole == 1 else f"(0|[1-9][0-9]{{0,{whole - 1}}})"
+        fraction = {0: "", 1: r"(\.[0-9])?"}.get(places, rf"(\.[0-9]{{1,{places}}})?")
+        pattern = f"^{integer}{fraction}$"
+        derived = {
+            "pattern": pattern,
+            "_regex": re.compile(pattern),
+            "_limit": Decimal(10) ** whole,
+            "_quantum": Decimal(1).scaleb(-places),
+            "_context": Context(prec=self.max_digits),
+        }
+        for name, value in derived.items():  # a frozen dataclass: set once, here
+            object.__setattr__(self, name, value)
+
+    def _error(self, problem: str = "") -> PydanticCustomError:
+        whole, places = self.max_digits - self.decimal_places, self.decimal_places
+        after = f" and at most {places} after it" if places else ", and no decimal point"
+        wanted = (
+            f"a decimal string like '{Decimal(10).quantize(self._quantum)}' (at most {whole} "
+            f"digits before the point{after}; no sign, exponent, spaces or extra leading zero)"
+        )
+        return PydanticCustomError(
+            "decimal_string", "must be {wanted}{problem}", {"wanted": wanted, "problem": problem}
+        )
+
+    def validate(self, value: object) -> Decimal:
+        """``value`` as the held ``Decimal``; a ``PydanticCustomError`` if it does not fit."""
+        if isinstance(value, str):
+            if self._regex.fullmatch(value) is None:
+                raise self._error()
+            return Decimal(value).quantize(self._quantum, context=self._context)
+        if isinstance(value, Decimal):
+            if not value.is_finite() or value < 0 or value >= self._limit:
+                raise self._error()
+            held = value.quantize(self._quantum, context=self._context)
+            if held != value:
+                raise self._error(f"; it has more than {self.decimal_places} decimal places")
+            return held.copy_abs()  # Decimal("-0") is not negative, but prints as "-0.00"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._error(f", not {type(value).__name__}")
+        raise self._error(", not a JSON number")
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            self.validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _plain, when_used="json", return_schema=core_schema.str_schema()
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "pattern": self.pattern}
+
+
+def _plain(value: Decimal) -> str:
+    # "f" never uses an exponent; the value already has its declared places (validate()).
+    return format(value, "f")
 
 
 class MessageKind(StrEnum):

@@ -44,14 +44,27 @@ its `payload` is the event's `data` in either mode.
 - `id`, `type`, `source` and `specversion` (`1.0`) are required; a message without them is
   refused, never filled in. `type` is the message type, and the routing key.
 - `correlationid` (extension): the saga's correlation key (e.g. an order id).
-- `causationid` (extension): the `id` of the message that caused this one.
+- `causationid` (extension): the `id` of the message that caused this one. **Required on
+  every reply** (it names the command answered), in both content modes: a reply without it
+  is dead-lettered as `missing-attributes`.
+- The attributes the engine reads (the four above, `correlationid`, `causationid`,
+  `compensates`) are strings in both modes (in binary mode every `ce-` header is an AMQP
+  string, never a number, boolean, table or byte array), and no attribute holds a control
+  character (U+0000-U+001F, U+007F-U+009F), as CloudEvents requires; otherwise the message
+  is refused as `not-a-cloudevent`.
 - AMQP properties mirror the attributes: `message_id` = `id`, `correlation_id` =
   `correlationid`, `type` = `type`. Messages are persistent (delivery mode 2).
 - Optional headers: W3C `traceparent` / `tracestate` (continue the trace to make your work
   part of the saga's trace) and, on commands the engine sends, `x-saga-id`, `x-saga-type`,
   `x-saga-step`, `x-saga-status` and `x-saga-compensation` (informational; replies may echo
   them).
-- Payloads are strict: unknown fields are refused. Money is a decimal string.
+- Payloads are strict: unknown fields are refused, and no string or key may hold a NUL
+  character (U+0000) or a lone surrogate (`schema-violation`).
+- Money is a decimal string, never a JSON number: an integer part without leading zeros,
+  then optionally a point and at most the declared places (`"39.80"`, `"7"`, `"0.5"`), no sign,
+  exponent, underscore or space, exactly as the schema's `pattern` says (ECMA-262: `$` is
+  the end of the string). The engine sends it in plain notation with exactly the declared
+  places (`"7.00"`, `"0.50"`).
 
 ## Exchanges
 
@@ -71,8 +84,9 @@ the same message.
 
 ## Bad input and dead letters
 
-Malformed JSON, a body that is not a CloudEvent, missing required attributes, an unknown
-type, data that fails the contract or an oversized body is published to the fanout exchange
+Malformed JSON (including JSON nested too deeply to parse), a body that is not a
+CloudEvent, missing required attributes, an unknown type, data that fails the contract or an
+oversized body is published to the fanout exchange
 `bus.dead` (queue `bus.dead`) with the original body and headers plus `x-dead-reason`
 (`malformed`, `not-a-cloudevent`, `missing-attributes`, `unknown-type`, `schema-violation`,
 `oversized`, `handler-error`), `x-dead-detail`, `x-original-exchange` and
@@ -165,11 +179,16 @@ def _headers(contract: Contract) -> dict[str, Any]:
             "enum": ["true"],
             "description": f"Present on compensating commands ({echo}).",
         }
-    return {
-        "type": "object",
-        "required": ["ce-id", "ce-type", "ce-source", "ce-specversion"],
-        "properties": properties,
-    }
+    required = ["ce-id", "ce-type", "ce-source", "ce-specversion"]
+    if contract.kind is MessageKind.REPLY:
+        # How the engine finds the saga that awaits a reply: required, and not empty.
+        required.append("ce-causationid")
+        properties["ce-causationid"] = {
+            "type": "string",
+            "minLength": 1,
+            "description": "The `id` of the command this reply answers (required).",
+        }
+    return {"type": "object", "required": required, "properties": properties}
 
 
 def _message(contract: Contract) -> dict[str, Any]:

@@ -325,7 +325,7 @@ def test_a_change_deep_in_an_example_contract_is_found() -> None:
     baseline = registry_schemas(REGISTRY)
     current = copy.deepcopy(baseline)
     line_item = current["orders.order_placed.v1"]["$defs"]["LineItem"]
-    line_item["properties"]["unit_price"]["anyOf"].pop()  # money no longer as a string
+    line_item["properties"]["unit_price"]["type"] = "number"  # money no longer as a string
 
     changes = compare(baseline, current)
 
