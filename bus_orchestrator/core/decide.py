@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from bus_orchestrator.core.definition import END, Compensate, SagaDefinition, Step
-from bus_orchestrator.core.messages import REDACT_SECRETS, Command, Message, Reply
+from bus_orchestrator.core.messages import (
+    REDACT_SECRETS,
+    Command,
+    Message,
+    Reply,
+    validation_errors,
+)
 from bus_orchestrator.core.state import (
     Phase,
     SagaInstance,
@@ -552,13 +558,7 @@ def _on_refused(d: _Decider, instance: SagaInstance, refused: CommandRefused) ->
 
 def error_text(exc: BaseException) -> str:
     """A one-line account of an exception, without the input values it may quote."""
-    if isinstance(exc, ValidationError):
-        text = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<data>'}: {err['msg']}"
-            for err in exc.errors(include_url=False, include_input=False)
-        )
-    else:
-        text = str(exc)
+    text = validation_errors(exc) if isinstance(exc, ValidationError) else str(exc)
     return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     PlainSerializer,
     SecretStr,
     SerializationInfo,
+    ValidationError,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
@@ -241,3 +242,12 @@ class ContractRegistry:
         Raises ``KeyError`` for an unknown type and ``pydantic.ValidationError`` for bad data.
         """
         return self._by_type[message_type].model.model_validate(data)
+
+
+def validation_errors(exc: ValidationError) -> str:
+    """What failed validation, field by field, without the input values: they may carry
+    personal or secret data."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<data>'}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False)
+    )

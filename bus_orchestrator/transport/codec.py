@@ -25,7 +25,12 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
 from bus_orchestrator.core.decide import Inbound
-from bus_orchestrator.core.messages import ContractRegistry, Message, MessageKind
+from bus_orchestrator.core.messages import (
+    ContractRegistry,
+    Message,
+    MessageKind,
+    validation_errors,
+)
 from bus_orchestrator.errors import DeadLetterReason, InvalidMessageError
 from bus_orchestrator.ports import OutboxMessage
 
@@ -169,14 +174,6 @@ def to_cloudevent(raw: RawMessage, max_bytes: int) -> CloudEvent:
         raise InvalidMessageError(DeadLetterReason.NOT_CLOUDEVENT, str(exc)) from exc
 
 
-def _schema_errors(exc: ValidationError) -> str:
-    # No input values: they may carry personal or secret data.
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<data>'}: {err['msg']}"
-        for err in exc.errors(include_url=False, include_input=False)
-    )
-
-
 def _unstorable(data: Any) -> str | None:
     """The path of the first string (or key) holding NUL or a lone surrogate, if any.
 
@@ -227,7 +224,7 @@ def decode(raw: RawMessage, registry: ContractRegistry, max_bytes: int) -> Inbou
         payload = contract.model.model_validate(data)
     except ValidationError as exc:
         raise InvalidMessageError(
-            DeadLetterReason.SCHEMA, f"{message_type}: {_schema_errors(exc)}"
+            DeadLetterReason.SCHEMA, f"{message_type}: {validation_errors(exc)}"
         ) from exc
     correlation = event.get_extension(CORRELATION)
     compensates = event.get_extension(COMPENSATES)
