@@ -9,6 +9,7 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── SagaNotFoundError                no saga with that id or correlation id
 ├── SchemaNotMigratedError           the database lacks migrations this version needs
 ├── ContractCheckError               contracts cannot be compared (unknown ref, bad schema file)
+├── TopologyMismatchError            an exchange or queue exists with other arguments
 └── AdapterError                     raised by command handlers in an adapter
     ├── TransientAdapterError        the external system may succeed later (retryable)
     └── PermanentAdapterError        it will not; the command is dead-lettered
@@ -39,6 +40,7 @@ class DeadLetterReason(StrEnum):
     SCHEMA = "schema-violation"
     OVERSIZED = "oversized"
     HANDLER_ERROR = "handler-error"
+    DELIVERY_LIMIT = "delivery-limit"
 
 
 class InvalidMessageError(BusOrchestratorError):
@@ -78,6 +80,20 @@ class SchemaNotMigratedError(BusOrchestratorError):
 
 class ContractCheckError(BusOrchestratorError):
     """Contracts cannot be compared: an unknown git ref, no schemas there, a bad schema file."""
+
+
+class TopologyMismatchError(BusOrchestratorError):
+    """RabbitMQ holds an exchange or queue of the engine's with other arguments.
+
+    Not retryable: someone declared it differently, and an operator must delete it (or the
+    engine's settings must change). ``kind`` is ``exchange`` or ``queue``.
+    """
+
+    def __init__(self, message: str, *, kind: str = "", name: str = "", argument: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.argument = argument
 
 
 class AdapterError(BusOrchestratorError):
