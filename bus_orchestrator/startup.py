@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 FIRST_WAIT = 0.5
 MAX_WAIT = 30.0
-NOISY_LOGGERS = ("aiormq.connection",)
+NOISY_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection")
 """Loggers that report each failed connection attempt themselves: one line is enough."""
 
 
@@ -63,20 +63,28 @@ def waiting_for(exc: BaseException, settings: Settings) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    root = exc
-    while root.__cause__ is not None:
-        root = root.__cause__
-    known = {
-        ConnectionRefusedError: "connection refused",
-        ConnectionResetError: "connection reset",
-        ConnectionAbortedError: "connection aborted",
-        TimeoutError: "timed out",
-    }
-    for kind, text in known.items():
-        if isinstance(root, kind):
-            return text
+    """The most telling cause in ``exc``'s chain, in a few words."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc.__cause__
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__
+    for link in chain:
+        for kind, text in _KNOWN:
+            if isinstance(link, kind):
+                return text
+    told = [link for link in chain if not isinstance(link, asyncio.CancelledError)]
+    root = told[-1] if told else exc
     text = " ".join(str(root).split()) or type(root).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+_KNOWN: tuple[tuple[type[BaseException], str], ...] = (
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset"),
+    (ConnectionAbortedError, "connection aborted"),
+    (TimeoutError, "timed out"),
+)
 
 
 @contextlib.contextmanager

@@ -66,6 +66,7 @@ class CoordinatorService:
         self.publisher: AmqpPublisher | None = None
         self._queue: AbstractQueue | None = None
         self._consumer: QueueConsumer | None = None
+        self._started = False
         self.store: PostgresSagaStore | None = None
         self.relay: OutboxRelay | None = None
         self.coordinator: Coordinator | None = None
@@ -91,6 +92,7 @@ class CoordinatorService:
             return False
         self._run()
         await self._start_consuming()
+        self._started = True
         log.info(
             "coordinator running: %s on %s",
             ", ".join(d.name for d in self._definitions),
@@ -199,7 +201,8 @@ class CoordinatorService:
             await self.connections.close()
         if self._pool is not None and self._owns_pool:
             await self._pool.close()
-        log.info("coordinator stopped")
+        if self._started:
+            log.info("coordinator stopped")
 
 
 async def run_coordinator(
