@@ -17,6 +17,7 @@ from typing import Any
 from bus_orchestrator.core.messages import Contract, ContractRegistry, MessageKind
 from bus_orchestrator.errors import DefinitionError
 from bus_orchestrator.schema.participants import Participant
+from bus_orchestrator.transport.topology import Topology
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
@@ -53,13 +54,22 @@ its `payload` is the event's `data` in either mode.
   them).
 - Payloads are strict: unknown fields are refused. Money is a decimal string.
 
-## Exchanges
+## Exchanges and queues
 
 Durable topic exchanges `bus.events` (business events), `bus.commands` (commands to
-adapters) and `bus.replies` (adapter replies), routing key = message type. Commands and
-replies nobody is bound to go to the fanout exchange `bus.unroutable`. Every exchange and
-queue name may carry a deployment prefix (`BUS_EXCHANGE_PREFIX`, e.g. `staging.bus.events`);
-the names in this document are unprefixed.
+adapters) and `bus.replies` (adapter replies), routing key = message type. Whatever nobody is
+bound to receive goes to their alternate exchange, the fanout `bus.unroutable` (queue
+`bus.unroutable`): an unknown routing key, or a new version no one binds yet, is parked there,
+never dropped. Every exchange and queue name may carry a deployment prefix
+(`BUS_EXCHANGE_PREFIX`, e.g. `staging.bus.events`); the names in this document are unprefixed.
+
+The engine declares them at start-up with exactly the arguments below; a client declaring
+one of them must use the same (RabbitMQ refuses a declaration whose arguments differ, and
+the engine then stops with one line naming the exchange or queue and the argument). The same
+list is in `x-topology`, and each channel's AMQP binding gives its exchange's arguments in
+`x-exchange-arguments`.
+
+{topology}
 
 ## Replying to a command
 
@@ -75,10 +85,79 @@ Malformed JSON, a body that is not a CloudEvent, missing required attributes, an
 type, data that fails the contract or an oversized body is published to the fanout exchange
 `bus.dead` (queue `bus.dead`) with the original body and headers plus `x-dead-reason`
 (`malformed`, `not-a-cloudevent`, `missing-attributes`, `unknown-type`, `schema-violation`,
-`oversized`, `handler-error`), `x-dead-detail`, `x-original-exchange` and
-`x-original-routing-key`, then acknowledged. A message that keeps killing its consumer is
-dead-lettered after the queue's delivery limit.
+`oversized`, `handler-error`, `delivery-limit`), `x-dead-detail`, `x-original-exchange` and
+`x-original-routing-key`, then acknowledged. All headers of a message travel in one AMQP
+frame (RabbitMQ's `frame_max`, 131072 bytes by default): original headers that would not fit
+next to the reason are dropped from the dead letter, their number in
+`x-dead-headers-dropped`.
+
+A message whose deliveries keep ending unsettled (requeued, or its consumer died) is
+dead-lettered by the consumer on the last delivery its queue allows (`x-delivery-count` =
+`x-delivery-limit`) with the reason `delivery-limit`. Should even that fail, RabbitMQ moves it
+to `bus.dead` itself, without `x-dead-reason` but with `x-first-death-reason: delivery_limit`
+and `x-death`.
 """
+
+
+def _arguments(arguments: dict[str, str | int]) -> str:
+    return ", ".join(f"`{k}`: `{v}`" for k, v in arguments.items()) or "none"
+
+
+def topology_table(topology: Topology) -> str:
+    """The exchanges and queues the engine declares, as a markdown table."""
+    rows = [
+        "| name | kind | arguments | carries |",
+        "|---|---|---|---|",
+    ]
+    for exchange in topology.exchanges():
+        rows.append(
+            f"| `{exchange.name}` | {exchange.type} exchange, durable | "
+            f"{_arguments(exchange.arguments)} | {exchange.purpose} |"
+        )
+    for queue in topology.parking_queues():
+        rows.append(
+            f"| `{queue.name}` | queue, durable | {_arguments(queue.arguments)} | {queue.purpose} |"
+        )
+    work = _arguments(topology.work_queue_arguments())
+    for name, what in (
+        ("bus.coordinator", "the coordinator's events and replies"),
+        ("bus.adapter.<name>", "one adapter's commands"),
+    ):
+        rows.append(f"| `{name}` | queue, durable | {work} | {what} |")
+    limit = "`x-delivery-limit` is `BUS_DELIVERY_LIMIT` (default 20)."
+    return "\n".join(rows) + "\n\n" + limit
+
+
+def topology_extension(topology: Topology) -> dict[str, Any]:
+    """``x-topology``: every exchange and queue the engine declares, with its arguments."""
+    work = topology.work_queue_arguments()
+    return {
+        "exchanges": [
+            {
+                "name": e.name,
+                "type": e.type,
+                "durable": True,
+                "autoDelete": False,
+                "arguments": dict(e.arguments),
+            }
+            for e in topology.exchanges()
+        ],
+        "queues": [
+            *(
+                {
+                    "name": q.name,
+                    "durable": True,
+                    "arguments": dict(q.arguments),
+                    "bindings": [{"exchange": ex, "routingKey": rk} for ex, rk in q.bindings],
+                }
+                for q in topology.parking_queues()
+            ),
+            *(
+                {"name": name, "durable": True, "arguments": dict(work)}
+                for name in (topology.queue("coordinator"), topology.queue("adapter.<name>"))
+            ),
+        ],
+    }
 
 
 def channel_id(message_type: str) -> str:
@@ -196,7 +275,8 @@ def _message(contract: Contract) -> dict[str, Any]:
     return message
 
 
-def _channel(contract: Contract, cid: str) -> dict[str, Any]:
+def _channel(contract: Contract, cid: str, topology: Topology) -> dict[str, Any]:
+    arguments = {e.name: e.arguments for e in topology.exchanges()}[contract.exchange]
     return {
         "address": contract.message_type,
         "title": contract.message_type,
@@ -215,6 +295,7 @@ def _channel(contract: Contract, cid: str) -> dict[str, Any]:
                     "autoDelete": False,
                     "vhost": "/",
                 },
+                "x-exchange-arguments": dict(arguments),
                 "bindingVersion": AMQP_BINDING_VERSION,
             }
         },
@@ -270,7 +351,7 @@ def _description(description: str, participants: Sequence[Participant]) -> str:
     parts.append(
         "## Participants\n\n" + "\n".join(f"- **{p.name}**: {p.description}" for p in participants)
     )
-    parts.append(WIRE_RULES.strip())
+    parts.append(WIRE_RULES.strip().replace("{topology}", topology_table(Topology())))
     return "\n\n".join(parts) + "\n"
 
 
@@ -289,6 +370,7 @@ def asyncapi_document(
     registry's model for its type, or two different models share a class name.
     """
     contracts: list[Contract] = list(registry)
+    topology = Topology()  # unprefixed names, default delivery limit
     ids: dict[str, str] = {}
     for contract in contracts:
         cid = channel_id(contract.message_type)
@@ -330,10 +412,13 @@ def asyncapi_document(
                 ),
             }
         },
-        "channels": {ids[c.message_type]: _channel(c, ids[c.message_type]) for c in contracts},
+        "channels": {
+            ids[c.message_type]: _channel(c, ids[c.message_type], topology) for c in contracts
+        },
         "operations": operations,
         "components": {
             "messages": {ids[c.message_type]: _message(c) for c in contracts},
             "schemas": component_schemas(contracts),
         },
+        "x-topology": topology_extension(topology),
     }

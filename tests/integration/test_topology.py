@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aio_pika
+import pika
 import pytest
+import yaml
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.errors import TopologyMismatchError
@@ -78,3 +83,52 @@ async def test_a_work_queue_with_another_delivery_limit_is_named_with_the_argume
     error = caught.value
     assert (error.kind, error.name, error.argument) == ("queue", name, "x-delivery-limit")
     assert "\n" not in str(error)
+
+
+CONTRACT = Path(__file__).resolve().parents[2] / "contracts" / "asyncapi.yaml"
+
+
+def declare_as_the_contract_says(url: str, prefix: str) -> None:
+    """A foreign client (pika) declaring everything as ``x-topology`` in the contract says."""
+    topology = yaml.safe_load(CONTRACT.read_text())["x-topology"]
+
+    def named(value: Any) -> Any:
+        return prefix + value if isinstance(value, str) and value.startswith("bus.") else value
+
+    def arguments(declared: dict[str, Any]) -> dict[str, Any]:
+        return {key: named(value) for key, value in declared["arguments"].items()}
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for exchange in topology["exchanges"]:
+            channel.exchange_declare(
+                named(exchange["name"]),
+                exchange["type"],
+                durable=exchange["durable"],
+                auto_delete=exchange["autoDelete"],
+                arguments=arguments(exchange),
+            )
+        for queue in topology["queues"]:
+            name = queue["name"].replace("<name>", "payments")
+            channel.queue_declare(named(name), durable=queue["durable"], arguments=arguments(queue))
+            for binding in queue.get("bindings", []):
+                channel.queue_bind(named(name), named(binding["exchange"]), binding["routingKey"])
+    finally:
+        connection.close()
+
+
+async def test_what_a_client_declares_from_the_contract_is_what_the_engine_declares(
+    settings: Settings, db_schema: str, bare: aio_pika.abc.AbstractChannel
+) -> None:
+    await migrated(settings)
+    await asyncio.to_thread(
+        declare_as_the_contract_says, settings.amqp_url, settings.exchange_prefix
+    )
+
+    service = await start_coordinator(settings)  # no TopologyMismatchError
+    try:
+        assert service.connections is not None
+        assert service.connections.losses == {"consume": 0, "publish": 0}
+    finally:
+        await service.stop()
