@@ -138,11 +138,37 @@ async def until_started(
     with _quiet(NOISY_LOGGERS):
         async for attempt in retrying:
             with attempt:
-                if stop.is_set():
+                if stop.is_set() or not await _attempt(start, undo, stop):
                     return False
-                try:
-                    await start()
-                except BaseException:
-                    await undo()
-                    raise
+    return True
+
+
+async def _attempt(
+    start: Callable[[], Awaitable[None]], undo: Callable[[], Awaitable[None]], stop: asyncio.Event
+) -> bool:
+    """One run of ``start``: ``False`` if ``stop`` came first (then it is cancelled and undone).
+
+    A connection attempt can hang for a TCP timeout (a firewalled port); SIGTERM must not
+    wait for it.
+    """
+    task = asyncio.ensure_future(start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await undo()
+        return False
+    try:
+        task.result()
+    except BaseException:
+        await undo()
+        raise
     return True
