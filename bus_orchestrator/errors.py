@@ -9,7 +9,8 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── SagaNotFoundError                no saga with that id or correlation id
 ├── SchemaNotMigratedError           the database lacks migrations this version needs
 ├── ContractCheckError               contracts cannot be compared (unknown ref, bad schema file)
-├── TopologyMismatchError            an exchange or queue exists with other arguments
+├── TopologyMismatchError            RabbitMQ refuses to declare an exchange or queue as the
+│                                    engine does (it exists with other arguments, or access)
 └── AdapterError                     raised by command handlers in an adapter
     ├── TransientAdapterError        the external system may succeed later (retryable)
     └── PermanentAdapterError        it will not; the command is dead-lettered
@@ -83,10 +84,11 @@ class ContractCheckError(BusOrchestratorError):
 
 
 class TopologyMismatchError(BusOrchestratorError):
-    """RabbitMQ holds an exchange or queue of the engine's with other arguments.
+    """RabbitMQ refuses to declare an exchange or queue as the engine does.
 
-    Not retryable: someone declared it differently, and an operator must delete it (or the
-    engine's settings must change). ``kind`` is ``exchange`` or ``queue``.
+    Mostly because one of that name exists with other arguments (then ``kind``, ``name``
+    and ``argument`` say which), else because the user may not declare it. Not retryable:
+    an operator must delete it, grant access, or change the engine's settings.
     """
 
     def __init__(self, message: str, *, kind: str = "", name: str = "", argument: str = "") -> None:

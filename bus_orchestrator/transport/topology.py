@@ -25,7 +25,13 @@ from typing import Literal, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
-from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+)
+from aiormq.exceptions import ChannelAccessRefused
 from pamqp.common import FieldTable
 
 from bus_orchestrator.core.messages import EXCHANGES, MessageKind
@@ -191,7 +197,11 @@ def declaration_errors() -> Iterator[None]:
         yield
     except ChannelPreconditionFailed as exc:
         raise mismatch(exc) from exc
-    except (AMQPError, OSError, ConnectionError, TimeoutError, RuntimeError) as exc:
+    except (ChannelAccessRefused, ChannelNotFoundEntity) as exc:
+        # Waiting would not help: the user may not declare it, or what it needs is gone.
+        text = " ".join(str(arg) for arg in exc.args)
+        raise TopologyMismatchError(f"RabbitMQ refused a declaration: {text}") from exc
+    except (AMQPError, ChannelInvalidStateError, OSError, TimeoutError) as exc:
         raise BrokerUnavailableError(f"RabbitMQ went away during declarations: {exc!r}") from exc
 
 
