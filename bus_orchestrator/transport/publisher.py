@@ -109,20 +109,19 @@ class DeadLetterer:
             "x-original-exchange": raw.exchange,
             "x-original-routing-key": raw.routing_key,
         }
+        originals = {
+            k: _header(v) for k, v in raw.headers.items() if k not in reasons and k != DROPPED
+        }
+        # Measured with the count header at its largest, so what is kept fits with it too.
         message = aio_pika.Message(
             raw.body,
-            headers=reasons,
+            headers={**reasons, DROPPED: len(originals)},
             content_type=raw.content_type,
             message_id=raw.message_id,
             correlation_id=raw.correlation_id,
             type=raw.type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        originals = {
-            k: _header(v) for k, v in raw.headers.items() if k not in reasons and k != DROPPED
-        }
-        # The count header is there while measuring, so what is kept fits with it too.
-        reasons[DROPPED] = len(originals)
         budget = self._frame_max - HEADROOM - header_frame_size(message)
         kept: dict[str, Any] = {}
         for key in sorted(originals, key=lambda k: not k.startswith(KEEP_FIRST)):
@@ -131,11 +130,7 @@ class DeadLetterer:
                 kept[key] = originals[key]
                 budget -= size
         dropped = len(originals) - len(kept)
-        if dropped:
-            reasons[DROPPED] = dropped
-        else:
-            del reasons[DROPPED]
-        message.headers = {**kept, **reasons}
+        message.headers = {**kept, **reasons, **({DROPPED: dropped} if dropped else {})}
         return message
 
     async def dead_letter(self, raw: RawMessage, reason: DeadLetterReason, detail: str) -> None:
