@@ -21,6 +21,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bus_orchestrator.config import Settings
@@ -29,6 +30,7 @@ from bus_orchestrator.errors import (
     BrokerUnavailableError,
     SchemaNotMigratedError,
     StoreUnavailableError,
+    TopologyMismatchError,
 )
 from bus_orchestrator.telemetry.logs import configure_logging
 from bus_orchestrator.telemetry.metrics import Metrics
@@ -97,8 +99,8 @@ def _run(coro: Awaitable[T]) -> T:
         _unreachable("Postgres", Settings().database_url, exc)
     except BrokerUnavailableError as exc:
         _unreachable("RabbitMQ", Settings().amqp_url, exc)
-    except SchemaNotMigratedError as exc:
-        errors.print(f"[bold red]{exc}[/]")
+    except (SchemaNotMigratedError, TopologyMismatchError) as exc:
+        errors.print(f"[bold red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
 
 

@@ -10,6 +10,8 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── TimerError                       a due timer cannot be fired here (e.g. unknown saga type)
 ├── SchemaNotMigratedError           the database lacks migrations this version needs
 ├── ContractCheckError               contracts cannot be compared (unknown ref, bad schema file)
+├── TopologyMismatchError            RabbitMQ refuses to declare an exchange or queue as the
+│                                    engine does (it exists with other arguments, or access)
 └── AdapterError                     raised by command handlers in an adapter
     ├── TransientAdapterError        the external system may succeed later (retryable)
     └── PermanentAdapterError        it will not; the command is dead-lettered
@@ -40,6 +42,7 @@ class DeadLetterReason(StrEnum):
     SCHEMA = "schema-violation"
     OVERSIZED = "oversized"
     HANDLER_ERROR = "handler-error"
+    DELIVERY_LIMIT = "delivery-limit"
     EXPIRED = "expired"
     """An event kept for a saga that did not start within its time to live."""
 
@@ -88,6 +91,21 @@ class SchemaNotMigratedError(BusOrchestratorError):
 
 class ContractCheckError(BusOrchestratorError):
     """Contracts cannot be compared: an unknown git ref, no schemas there, a bad schema file."""
+
+
+class TopologyMismatchError(BusOrchestratorError):
+    """RabbitMQ refuses to declare an exchange or queue as the engine does.
+
+    Mostly because one of that name exists with other arguments (then ``kind``, ``name``
+    and ``argument`` say which), else because the user may not declare it. Not retryable:
+    an operator must delete it, grant access, or change the engine's settings.
+    """
+
+    def __init__(self, message: str, *, kind: str = "", name: str = "", argument: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.argument = argument
 
 
 class AdapterError(BusOrchestratorError):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
+from aio_pika.abc import AbstractQueue
 
 from bus_orchestrator.adapters.adapter import Adapter
 from bus_orchestrator.adapters.postgres import PostgresCommandLog
@@ -15,12 +18,14 @@ from bus_orchestrator.adapters.processor import CommandProcessor
 from bus_orchestrator.adapters.retention import CommandLogRetention
 from bus_orchestrator.config import Settings
 from bus_orchestrator.errors import DefinitionError
+from bus_orchestrator.startup import until_started
 from bus_orchestrator.store.migrate import require_migrated
 from bus_orchestrator.store.postgres import create_pool
 from bus_orchestrator.telemetry.setup import Telemetry
+from bus_orchestrator.transport.connections import BrokerConnections
 from bus_orchestrator.transport.consumer import QueueConsumer
 from bus_orchestrator.transport.publisher import AmqpPublisher, DeadLetterer
-from bus_orchestrator.transport.topology import Topology, connect
+from bus_orchestrator.transport.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,16 @@ log = logging.getLogger(__name__)
 def work_queue_name(adapter: Adapter) -> str:
     """The queue an adapter consumes, before the prefix: ``adapter.<name>``."""
     return f"adapter.{adapter.name}"
+
+
+@dataclass
+class _Opened:
+    """What start-up opened: the pool, the broker connections, the declared work queues."""
+
+    db: asyncpg.Pool | None = None
+    connections: BrokerConnections | None = None
+    publisher: AmqpPublisher | None = None
+    queues: list[AbstractQueue] = field(default_factory=list)
 
 
 async def run_adapters(
@@ -38,75 +53,101 @@ async def run_adapters(
     *,
     grace: float = 30.0,
     telemetry: Telemetry | None = None,
+    connections: BrokerConnections | None = None,
 ) -> None:
     """Consume each adapter's work queue until ``stop`` is set, then shut down gracefully.
 
     Declares the shared exchanges and one quorum work queue per adapter, bound to the
-    command types it handles. On stop, consumers are cancelled and deliveries in hand get
-    up to ``grace`` seconds to finish; any left unsettled go back to the queue when the
-    connection closes. ``pool`` (with ``search_path`` set to the schema) is created, and
-    closed, here when not given. Meanwhile the command log is purged of rows older than
+    command types it handles. While Postgres or RabbitMQ cannot be reached at start-up, it
+    waits for them (one log line per attempt) until ``stop`` is set. On stop, consumers are
+    cancelled and deliveries in hand get up to ``grace`` seconds to finish; any left
+    unsettled go back to the queue when the connection closes. ``pool`` (with
+    ``search_path`` set to the schema) and ``connections`` are opened, and closed, here
+    when not given. Meanwhile the command log is purged of rows older than
     ``settings.command_log_retention_seconds``, every ``settings.housekeeping_seconds``.
     """
     names = [adapter.name for adapter in adapters]
     if len(set(names)) != len(names):
         raise DefinitionError(f"adapter names must be unique: {names}")
-    own_pool = pool is None
-    db = await create_pool(settings) if pool is None else pool
+    topology = Topology(settings.exchange_prefix, settings.delivery_limit)
+    opened = _Opened()
+
+    async def open_all() -> None:
+        opened.db = pool if pool is not None else await create_pool(settings)
+        await require_migrated(opened.db, settings.database_schema)
+        opened.connections = connections or await BrokerConnections.open(
+            settings.amqp_url, "adapters"
+        )
+        # Publishing and consuming are on connections of their own: a publish the broker
+        # refuses (it closes the whole connection) does not take the deliveries in hand.
+        publish_channel = await opened.connections.publish.channel(publisher_confirms=True)
+        consume_channel = await opened.connections.consume.channel()
+        await consume_channel.set_qos(prefetch_count=settings.prefetch)
+        await topology.declare_exchanges(publish_channel)
+        opened.publisher = AmqpPublisher(publish_channel)
+        for adapter in adapters:
+            opened.queues.append(
+                await topology.declare_work_queue(
+                    consume_channel,
+                    topology.queue(work_queue_name(adapter)),
+                    [(topology.commands, command_type) for command_type in adapter.command_types],
+                )
+            )
+
+    async def close_all() -> None:
+        if opened.connections is not None and connections is None:
+            with contextlib.suppress(Exception):
+                await opened.connections.close()
+        if opened.db is not None and pool is None:
+            with contextlib.suppress(Exception):
+                await opened.db.close()
+        opened.db, opened.connections, opened.publisher, opened.queues = None, None, None, []
+
+    if not await until_started(open_all, close_all, settings=settings, stop=stop):
+        return
+    assert opened.db is not None and opened.connections is not None  # noqa: S101
+    assert opened.publisher is not None  # noqa: S101
+    consumers: list[QueueConsumer] = []
+    processors: list[CommandProcessor] = []
+    command_log = PostgresCommandLog(opened.db)
     retention = CommandLogRetention(
-        PostgresCommandLog(db),
+        command_log,
         retention=timedelta(seconds=settings.command_log_retention_seconds),
         interval=settings.housekeeping_seconds,
     )
+    retention.start()
     try:
-        await require_migrated(db, settings.database_schema)
-        retention.start()
-        connection = await connect(settings.amqp_url)
-        consumers: list[QueueConsumer] = []
-        processors: list[CommandProcessor] = []
-        try:
-            topology = Topology(settings.exchange_prefix, settings.delivery_limit)
-            # Publishing waits for confirms; consuming runs on a channel of its own, so a
-            # publish that closes its channel does not take the deliveries in hand with it.
-            publish_channel = await connection.channel(publisher_confirms=True)
-            consume_channel = await connection.channel()
-            await consume_channel.set_qos(prefetch_count=settings.prefetch)
-            await topology.declare_exchanges(publish_channel)
-            publisher = AmqpPublisher(publish_channel)
-            command_log = PostgresCommandLog(db)
-            for adapter in adapters:
-                queue_name = work_queue_name(adapter)
-                queue = await topology.declare_work_queue(
-                    consume_channel,
-                    topology.queue(queue_name),
-                    [(topology.commands, command_type) for command_type in adapter.command_types],
-                )
-                processor = CommandProcessor(
-                    adapter,
-                    command_log,
-                    publisher,
-                    replies_exchange=topology.replies,
-                    max_message_bytes=settings.max_message_bytes,
-                    telemetry=telemetry,
-                )
-                processors.append(processor)
-                consumer = QueueConsumer(
-                    queue,
-                    processor.handle,
-                    DeadLetterer(publisher, topology, queue_name),
-                    name=queue_name,
-                    metrics=(telemetry or Telemetry.disabled()).metrics,
-                )
-                await consumer.start()
-                consumers.append(consumer)
-                log.info("adapter %s consuming %s", adapter.name, queue.name)
-            await stop.wait()
-        finally:
-            for processor in processors:
-                processor.stop()  # commands held through an outage go back to the queue
-            await asyncio.gather(*(consumer.stop(grace) for consumer in consumers))
-            await connection.close()
+        for adapter, queue in zip(adapters, opened.queues, strict=True):
+            queue_name = work_queue_name(adapter)
+            processor = CommandProcessor(
+                adapter,
+                command_log,
+                opened.publisher,
+                replies_exchange=topology.replies,
+                max_message_bytes=settings.max_message_bytes,
+                telemetry=telemetry,
+            )
+            processors.append(processor)
+            consumer = QueueConsumer(
+                queue,
+                processor.handle,
+                DeadLetterer(
+                    opened.publisher,
+                    topology,
+                    queue_name,
+                    frame_max=opened.connections.frame_max(),
+                ),
+                name=queue_name,
+                metrics=(telemetry or Telemetry.disabled()).metrics,
+                delivery_limit=topology.delivery_limit,
+            )
+            await consumer.start()
+            consumers.append(consumer)
+            log.info("adapter %s consuming %s", adapter.name, queue.name)
+        await stop.wait()
     finally:
+        for processor in processors:
+            processor.stop()  # commands held through an outage go back to the queue
+        await asyncio.gather(*(consumer.stop(grace) for consumer in consumers))
         await retention.stop()
-        if own_pool:
-            await db.close()
+        await close_all()

@@ -1,15 +1,21 @@
-"""The coordinator process: wires store, broker, coordinator, relay and timers together."""
+"""The coordinator process: wires store, broker, coordinator, relay and timers together.
+
+It consumes and publishes on two connections (``transport.connections``), so a publish the
+broker refuses cannot take the deliveries in hand with it. Given a ``stop`` event,
+``start`` waits for Postgres and RabbitMQ while they are unreachable (``startup``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractQueue
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
@@ -20,12 +26,14 @@ from bus_orchestrator.runtime.housekeeping import Housekeeping
 from bus_orchestrator.runtime.parking import ParkSweeper
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
+from bus_orchestrator.startup import until_started
 from bus_orchestrator.store.migrate import require_migrated
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from bus_orchestrator.telemetry.setup import Telemetry
+from bus_orchestrator.transport.connections import BrokerConnections
 from bus_orchestrator.transport.consumer import QueueConsumer
 from bus_orchestrator.transport.publisher import AmqpPublisher, DeadLetterer
-from bus_orchestrator.transport.topology import Topology, connect
+from bus_orchestrator.transport.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +63,11 @@ class CoordinatorService:
         self._telemetry = telemetry or Telemetry.disabled()
         self._pool = pool
         self._owns_pool = pool is None
-        self._connection: AbstractRobustConnection | None = None
+        self.connections: BrokerConnections | None = None
+        self.publisher: AmqpPublisher | None = None
+        self._queue: AbstractQueue | None = None
         self._consumer: QueueConsumer | None = None
+        self._started = False
         self.store: PostgresSagaStore | None = None
         self.relay: OutboxRelay | None = None
         self.coordinator: Coordinator | None = None
@@ -64,22 +75,50 @@ class CoordinatorService:
         self._housekeeping: Housekeeping | None = None
         self.park: ParkSweeper | None = None
 
-    async def start(self) -> None:
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
+        """Connect, declare and start consuming.
+
+        Without ``stop``, an unreachable service raises at once. With it, start-up waits for
+        Postgres and RabbitMQ (one log line per attempt) and returns ``False`` if ``stop``
+        is set first; ``stop()`` then releases what was opened.
+        """
+        if stop is None:
+            try:
+                await self._connect()
+            except BaseException:
+                await self._disconnect()
+                raise
+        elif not await until_started(
+            self._connect, self._disconnect, settings=self.settings, stop=stop
+        ):
+            return False
+        self._run()
+        await self._start_consuming()
+        self._started = True
+        log.info(
+            "coordinator running: %s on %s",
+            ", ".join(d.name for d in self._definitions),
+            self.topology.queue("coordinator"),
+        )
+        return True
+
+    async def _connect(self) -> None:
+        """Everything that needs the services: pool, schema check, broker, declarations."""
         settings = self.settings
         if self._pool is None:
             self._pool = await create_pool(settings)
         await require_migrated(self._pool, settings.database_schema)
         lease = timedelta(seconds=settings.outbox_lease_seconds)
         self.store = PostgresSagaStore(self._pool, lease)
-        self._connection = await connect(settings.amqp_url)
-        publish_channel = await self._connection.channel(publisher_confirms=True)
-        consume_channel = await self._connection.channel()
+        self.connections = await BrokerConnections.open(settings.amqp_url, "coordinator")
+        publish_channel = await self.connections.publish.channel(publisher_confirms=True)
+        consume_channel = await self.connections.consume.channel()
         await consume_channel.set_qos(prefetch_count=settings.prefetch)
         await self.topology.declare_exchanges(publish_channel)
-        publisher = AmqpPublisher(publish_channel)
+        self.publisher = AmqpPublisher(publish_channel)
         self.relay = OutboxRelay(
             self.store,
-            publisher,
+            self.publisher,
             lease=lease,
             sweep_interval=settings.outbox_sweep_seconds,
             telemetry=self._telemetry,
@@ -96,9 +135,27 @@ class CoordinatorService:
             park_ttl=timedelta(seconds=settings.park_ttl_seconds),
             telemetry=self._telemetry,
         )
-        queue = await self.topology.declare_work_queue(
+        self._queue = await self.topology.declare_work_queue(
             consume_channel, self.topology.queue("coordinator"), self.coordinator.bindings()
         )
+
+    async def _disconnect(self) -> None:
+        """Release what a failed ``_connect`` opened, so the next attempt starts afresh."""
+        if self.connections is not None:
+            with contextlib.suppress(Exception):
+                await self.connections.close()
+            self.connections = None
+        if self._pool is not None and self._owns_pool:
+            with contextlib.suppress(Exception):
+                await self._pool.close()
+            self._pool = None
+        self.store = self.relay = self.coordinator = self.publisher = self._queue = None
+
+    def _run(self) -> None:
+        """Start the relay, the timers and the housekeeping."""
+        assert self.store is not None and self.relay is not None  # noqa: S101 - after _connect
+        assert self.coordinator is not None  # noqa: S101
+        settings = self.settings
         self.relay.start()
         self.timers = TimerLoop(
             self.store, self.coordinator, self._clock, TimerPolicy.from_settings(settings)
@@ -115,19 +172,24 @@ class CoordinatorService:
         self._housekeeping.start()
         self.park = ParkSweeper(self.coordinator.sweep_parked, settings.park_sweep_seconds)
         self.park.start()
+
+    async def _start_consuming(self) -> None:
+        assert self._queue is not None and self.coordinator is not None  # noqa: S101
+        assert self.publisher is not None and self.connections is not None  # noqa: S101
         self._consumer = QueueConsumer(
-            queue,
+            self._queue,
             self.coordinator.handle,
-            DeadLetterer(publisher, self.topology, "coordinator"),
+            DeadLetterer(
+                self.publisher,
+                self.topology,
+                "coordinator",
+                frame_max=self.connections.frame_max(),
+            ),
             name="coordinator",
             metrics=self._telemetry.metrics,
+            delivery_limit=self.topology.delivery_limit,
         )
         await self._consumer.start()
-        log.info(
-            "coordinator running: %s on %s",
-            ", ".join(d.name for d in self._definitions),
-            self.topology.queue("coordinator"),
-        )
 
     async def stop(self, grace: float = 30.0) -> None:
         """Finish the messages in hand and publish what they committed, then close."""
@@ -143,11 +205,12 @@ class CoordinatorService:
             await self._housekeeping.stop()
         if self.relay is not None:
             await self.relay.stop(grace)
-        if self._connection is not None:
-            await self._connection.close()
+        if self.connections is not None:
+            await self.connections.close()
         if self._pool is not None and self._owns_pool:
             await self._pool.close()
-        log.info("coordinator stopped")
+        if self._started:
+            log.info("coordinator stopped")
 
 
 async def run_coordinator(
@@ -159,8 +222,8 @@ async def run_coordinator(
 ) -> None:
     """Run until ``stop`` is set, then shut down cleanly."""
     service = CoordinatorService(settings, definitions, registry, telemetry=telemetry)
-    await service.start()
     try:
-        await stop.wait()
+        if await service.start(stop):
+            await stop.wait()
     finally:
         await service.stop()

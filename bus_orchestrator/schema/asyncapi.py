@@ -17,6 +17,7 @@ from typing import Any
 from bus_orchestrator.core.messages import Contract, ContractRegistry, MessageKind
 from bus_orchestrator.errors import DefinitionError
 from bus_orchestrator.schema.participants import Participant
+from bus_orchestrator.transport.topology import Topology
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
@@ -47,6 +48,7 @@ its `payload` is the event's `data` in either mode.
 - `causationid` (extension): the `id` of the message that caused this one. **Required on
   every reply** (it names the command answered), in both content modes: a reply without it
   is dead-lettered as `missing-attributes`.
+- `compensates` (extension): on a compensating command, the `id` of the command it undoes.
 - The attributes the engine reads (the four above, `correlationid`, `causationid`,
   `compensates`) are strings in both modes (in binary mode every `ce-` header is an AMQP
   string, never a number, boolean, table or byte array), and no attribute holds a control
@@ -66,13 +68,22 @@ its `payload` is the event's `data` in either mode.
   the end of the string). The engine sends it in plain notation with exactly the declared
   places (`"7.00"`, `"0.50"`).
 
-## Exchanges
+## Exchanges and queues
 
 Durable topic exchanges `bus.events` (business events), `bus.commands` (commands to
-adapters) and `bus.replies` (adapter replies), routing key = message type. Commands and
-replies nobody is bound to go to the fanout exchange `bus.unroutable`. Every exchange and
-queue name may carry a deployment prefix (`BUS_EXCHANGE_PREFIX`, e.g. `staging.bus.events`);
-the names in this document are unprefixed.
+adapters) and `bus.replies` (adapter replies), routing key = message type. Whatever nobody is
+bound to receive goes to their alternate exchange, the fanout `bus.unroutable` (queue
+`bus.unroutable`): an unknown routing key, or a new version no one binds yet, is parked there,
+never dropped. Every exchange and queue name may carry a deployment prefix
+(`BUS_EXCHANGE_PREFIX`, e.g. `staging.bus.events`); the names in this document are unprefixed.
+
+The engine declares them at start-up with exactly the arguments below; a client declaring
+one of them must use the same (RabbitMQ refuses a declaration whose arguments differ, and
+the engine then stops with one line naming the exchange or queue and the argument). The same
+list is in `x-topology`, and each channel's AMQP binding gives its exchange's arguments in
+`x-exchange-arguments`.
+
+{topology}
 
 ## Replying to a command
 
@@ -82,6 +93,21 @@ same `id` when its reply is late), then publish one reply to `bus.replies` with 
 `id`, and a reply `id` derived from the command `id`, so a re-sent reply is recognised as
 the same message.
 
+A compensating command can overtake the command it undoes (that command's reply was late).
+Keep, per command `id`, a claim taken before calling the external system, and lay a
+tombstone on the `id` a compensating command names before running it, both under one
+unique key: a command that finds a tombstone is never carried out, and is answered with its
+failure reply; a compensation that finds a claim not yet settled waits for it.
+
+## Order and duplicates
+
+A message is known by its `source` and `id` together: the same pair again changes nothing,
+the same `id` from another `source` is another message. The messages of one saga (one
+`correlationid`) are applied in the order the coordinator received them. An event for a
+saga that has not started yet (a cancellation that overtook its order) is kept and applied
+when that saga starts; if it does not start within the coordinator's time to live
+(`BUS_PARK_TTL_SECONDS`), the event is dead-lettered with the reason `expired`.
+
 ## Bad input and dead letters
 
 Malformed JSON (including JSON nested too deeply to parse), a body that is not a
@@ -89,10 +115,79 @@ CloudEvent, missing required attributes, an unknown type, data that fails the co
 oversized body is published to the fanout exchange
 `bus.dead` (queue `bus.dead`) with the original body and headers plus `x-dead-reason`
 (`malformed`, `not-a-cloudevent`, `missing-attributes`, `unknown-type`, `schema-violation`,
-`oversized`, `handler-error`), `x-dead-detail`, `x-original-exchange` and
-`x-original-routing-key`, then acknowledged. A message that keeps killing its consumer is
-dead-lettered after the queue's delivery limit.
+`oversized`, `handler-error`, `delivery-limit`, `expired`), `x-dead-detail`,
+`x-original-exchange` and `x-original-routing-key`, then acknowledged. All headers of a
+message travel in one AMQP frame (RabbitMQ's `frame_max`, 131072 bytes by default): original
+headers that would not fit next to the reason are dropped from the dead letter, their number in
+`x-dead-headers-dropped`.
+
+A message whose deliveries keep ending unsettled (requeued, or its consumer died) is
+dead-lettered by the consumer on the last delivery its queue allows (`x-delivery-count` =
+`x-delivery-limit`) with the reason `delivery-limit`. Should even that fail, RabbitMQ moves it
+to `bus.dead` itself, without `x-dead-reason` but with `x-first-death-reason: delivery_limit`
+and `x-death`.
 """
+
+
+def _arguments(arguments: dict[str, str | int]) -> str:
+    return ", ".join(f"`{k}`: `{v}`" for k, v in arguments.items()) or "none"
+
+
+def topology_table(topology: Topology) -> str:
+    """The exchanges and queues the engine declares, as a markdown table."""
+    rows = [
+        "| name | kind | arguments | carries |",
+        "|---|---|---|---|",
+    ]
+    for exchange in topology.exchanges():
+        rows.append(
+            f"| `{exchange.name}` | {exchange.type} exchange, durable | "
+            f"{_arguments(exchange.arguments)} | {exchange.purpose} |"
+        )
+    for queue in topology.parking_queues():
+        rows.append(
+            f"| `{queue.name}` | queue, durable | {_arguments(queue.arguments)} | {queue.purpose} |"
+        )
+    work = _arguments(topology.work_queue_arguments())
+    for name, what in (
+        ("bus.coordinator", "the coordinator's events and replies"),
+        ("bus.adapter.<name>", "one adapter's commands"),
+    ):
+        rows.append(f"| `{name}` | queue, durable | {work} | {what} |")
+    limit = "`x-delivery-limit` is `BUS_DELIVERY_LIMIT` (default 20)."
+    return "\n".join(rows) + "\n\n" + limit
+
+
+def topology_extension(topology: Topology) -> dict[str, Any]:
+    """``x-topology``: every exchange and queue the engine declares, with its arguments."""
+    work = topology.work_queue_arguments()
+    return {
+        "exchanges": [
+            {
+                "name": e.name,
+                "type": e.type,
+                "durable": True,
+                "autoDelete": False,
+                "arguments": dict(e.arguments),
+            }
+            for e in topology.exchanges()
+        ],
+        "queues": [
+            *(
+                {
+                    "name": q.name,
+                    "durable": True,
+                    "arguments": dict(q.arguments),
+                    "bindings": [{"exchange": ex, "routingKey": rk} for ex, rk in q.bindings],
+                }
+                for q in topology.parking_queues()
+            ),
+            *(
+                {"name": name, "durable": True, "arguments": dict(work)}
+                for name in (topology.queue("coordinator"), topology.queue("adapter.<name>"))
+            ),
+        ],
+    }
 
 
 def channel_id(message_type: str) -> str:
@@ -215,7 +310,8 @@ def _message(contract: Contract) -> dict[str, Any]:
     return message
 
 
-def _channel(contract: Contract, cid: str) -> dict[str, Any]:
+def _channel(contract: Contract, cid: str, topology: Topology) -> dict[str, Any]:
+    arguments = {e.name: e.arguments for e in topology.exchanges()}[contract.exchange]
     return {
         "address": contract.message_type,
         "title": contract.message_type,
@@ -234,6 +330,7 @@ def _channel(contract: Contract, cid: str) -> dict[str, Any]:
                     "autoDelete": False,
                     "vhost": "/",
                 },
+                "x-exchange-arguments": dict(arguments),
                 "bindingVersion": AMQP_BINDING_VERSION,
             }
         },
@@ -289,7 +386,7 @@ def _description(description: str, participants: Sequence[Participant]) -> str:
     parts.append(
         "## Participants\n\n" + "\n".join(f"- **{p.name}**: {p.description}" for p in participants)
     )
-    parts.append(WIRE_RULES.strip())
+    parts.append(WIRE_RULES.strip().replace("{topology}", topology_table(Topology())))
     return "\n\n".join(parts) + "\n"
 
 
@@ -308,6 +405,7 @@ def asyncapi_document(
     registry's model for its type, or two different models share a class name.
     """
     contracts: list[Contract] = list(registry)
+    topology = Topology()  # unprefixed names, default delivery limit
     ids: dict[str, str] = {}
     for contract in contracts:
         cid = channel_id(contract.message_type)
@@ -349,10 +447,13 @@ def asyncapi_document(
                 ),
             }
         },
-        "channels": {ids[c.message_type]: _channel(c, ids[c.message_type]) for c in contracts},
+        "channels": {
+            ids[c.message_type]: _channel(c, ids[c.message_type], topology) for c in contracts
+        },
         "operations": operations,
         "components": {
             "messages": {ids[c.message_type]: _message(c) for c in contracts},
             "schemas": component_schemas(contracts),
         },
+        "x-topology": topology_extension(topology),
     }

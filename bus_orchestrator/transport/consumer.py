@@ -3,15 +3,23 @@
 Handlers return a verdict rather than raising special exceptions. An exception that escapes
 a handler is a bug in a saga or adapter: the message is dead-lettered with the error as its
 reason, and the consumer keeps going.
+
+A quorum queue counts the deliveries of a message that were not settled (requeued, or in
+hand when their consumer died) in ``x-delivery-count``, and past its delivery limit moves
+the message to ``bus.dead`` itself, without a reason of ours. So on the last delivery the
+queue allows, the consumer dead-letters the message with the reason ``delivery-limit``
+instead of handing it to the handler once more; the broker's own dead-lettering stays as
+the backstop should that fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
@@ -52,6 +60,12 @@ def raw_message(message: AbstractIncomingMessage) -> RawMessage:
     )
 
 
+def delivery_count(headers: Mapping[str, Any]) -> int:
+    """How many earlier deliveries of this message were not settled (quorum queues)."""
+    count = headers.get("x-delivery-count")
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
+
+
 class QueueConsumer:
     """Runs ``handler`` for each delivery of ``queue`` and settles the delivery after it."""
 
@@ -63,8 +77,10 @@ class QueueConsumer:
         *,
         name: str = "",
         metrics: Metrics | None = None,
+        delivery_limit: int | None = None,
     ) -> None:
         self._queue = queue
+        self._delivery_limit = delivery_limit
         self._name = name or queue.name
         self._metrics = metrics or Metrics.disabled()
         self._handler = handler
@@ -106,13 +122,28 @@ class QueueConsumer:
             if not self._inflight:
                 self._idle.set()
 
+    def _past_limit(self, raw: RawMessage) -> DeadLetter | None:
+        """A dead letter if this is the last delivery the queue allows, else ``None``."""
+        if self._delivery_limit is None:
+            return None
+        count = delivery_count(raw.headers)
+        if count < self._delivery_limit:
+            return None
+        return DeadLetter(
+            DeadLetterReason.DELIVERY_LIMIT,
+            f"delivered {count} times before without being settled (requeued, or its "
+            f"consumer stopped or died); the queue allows {self._delivery_limit}",
+        )
+
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         raw = raw_message(message)
-        try:
-            verdict = await self._handler(raw)
-        except Exception as exc:
-            log.exception("handler failed on message %s (%s)", raw.message_id, raw.routing_key)
-            verdict = DeadLetter(DeadLetterReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+        verdict: Verdict | DeadLetter | None = self._past_limit(raw)
+        if verdict is None:
+            try:
+                verdict = await self._handler(raw)
+            except Exception as exc:
+                log.exception("handler failed on message %s (%s)", raw.message_id, raw.routing_key)
+                verdict = DeadLetter(DeadLetterReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
         try:
             if isinstance(verdict, DeadLetter):
                 log.warning(

@@ -1,4 +1,4 @@
-"""Exchange and queue names, and their idempotent declaration.
+"""Exchange and queue names and arguments, and their idempotent declaration.
 
 Every name takes the configured prefix, so tests and tenants never see each other's
 messages. Exchanges:
@@ -7,20 +7,62 @@ messages. Exchanges:
 - ``bus.commands`` (topic) commands to adapters, routing key = command type
 - ``bus.replies``  (topic) adapter replies, routing key = reply type
 - ``bus.dead``     (fanout) bad input and poison messages, with the reason in headers
-- ``bus.unroutable`` (fanout) alternate exchange of commands and replies nobody is bound to
+- ``bus.unroutable`` (fanout) alternate exchange of the three above: what nobody is bound to
+
+The arguments of each declaration are data here (``exchanges``, ``queues``), so the AsyncAPI
+document publishes exactly what the engine declares. A broker holding an exchange or queue
+of the same name with other arguments refuses the declaration; that becomes one
+``TopologyMismatchError`` naming the exchange or queue and the argument.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections.abc import Awaitable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+)
+from aiormq.exceptions import ChannelAccessRefused
 from pamqp.common import FieldTable
 
 from bus_orchestrator.core.messages import EXCHANGES, MessageKind
-from bus_orchestrator.errors import BrokerUnavailableError
+from bus_orchestrator.errors import BrokerUnavailableError, TopologyMismatchError
+
+T = TypeVar("T")
+
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<argument>[^']+)' for (?P<kind>exchange|queue) '(?P<name>[^']+)'"
+    r"[^:]*:\s*(?P<detail>.*)$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    """One exchange as the engine declares it (always durable, never auto-deleted)."""
+
+    name: str
+    type: Literal["topic", "fanout"]
+    arguments: dict[str, str | int] = field(default_factory=dict)
+    purpose: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """One queue as the engine declares it (always durable), and what it is bound to."""
+
+    name: str
+    arguments: dict[str, str | int]
+    bindings: tuple[tuple[str, str], ...] = ()
+    purpose: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +100,58 @@ class Topology:
     def queue(self, name: str) -> str:
         return f"{self.prefix}bus.{name}"
 
+    def exchanges(self) -> tuple[ExchangeSpec, ...]:
+        """The shared exchanges, in the order they are declared (alternates first)."""
+        alternate: dict[str, str | int] = {"alternate-exchange": self.unroutable}
+        return (
+            ExchangeSpec(self.dead, "fanout", purpose="bad input and poison messages"),
+            ExchangeSpec(
+                self.unroutable, "fanout", purpose="whatever no queue is bound to receive"
+            ),
+            ExchangeSpec(self.events, "topic", alternate, "business events"),
+            ExchangeSpec(self.commands, "topic", alternate, "commands to adapters"),
+            ExchangeSpec(self.replies, "topic", alternate, "adapter replies"),
+        )
+
+    def parking_queues(self) -> tuple[QueueSpec, ...]:
+        """``bus.dead`` and ``bus.unroutable``: the queues of the two fanout exchanges."""
+        arguments: dict[str, str | int] = {"x-queue-type": "quorum"}
+        return (
+            QueueSpec(self.dead, arguments, ((self.dead, ""),), "dead letters, with a reason"),
+            QueueSpec(self.unroutable, arguments, ((self.unroutable, ""),), "unroutable messages"),
+        )
+
+    def work_queue_arguments(self) -> dict[str, str | int]:
+        """The arguments of every queue a consumer of the engine takes work from."""
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dead,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
     async def declare_exchanges(self, channel: AbstractChannel) -> None:
-        """Declare the shared exchanges and the dead-letter queues (idempotent)."""
-        await channel.declare_exchange(self.dead, ExchangeType.FANOUT, durable=True)
-        await channel.declare_exchange(self.unroutable, ExchangeType.FANOUT, durable=True)
-        await channel.declare_exchange(self.events, ExchangeType.TOPIC, durable=True)
-        alternate: FieldTable = {"alternate-exchange": self.unroutable}
-        await channel.declare_exchange(
-            self.commands, ExchangeType.TOPIC, arguments=alternate, durable=True
-        )
-        await channel.declare_exchange(
-            self.replies, ExchangeType.TOPIC, arguments=alternate, durable=True
-        )
-        for name, exchange in ((self.dead, self.dead), (self.unroutable, self.unroutable)):
-            queue = await channel.declare_queue(
-                name, durable=True, arguments={"x-queue-type": "quorum"}
+        """Declare the shared exchanges and the dead-letter queues (idempotent).
+
+        Raises ``TopologyMismatchError`` when one exists with other arguments, and
+        ``BrokerUnavailableError`` when the broker goes away meanwhile.
+        """
+        for exchange in self.exchanges():
+            await _declaring(
+                channel.declare_exchange(
+                    exchange.name,
+                    ExchangeType(exchange.type),
+                    arguments=_table(exchange.arguments),
+                    durable=True,
+                )
             )
-            await queue.bind(exchange, routing_key="")
+        for spec in self.parking_queues():
+            queue = await _declaring(
+                channel.declare_queue(spec.name, durable=True, arguments=_table(spec.arguments))
+            )
+            for exchange_name, routing_key in spec.bindings:
+                await _declaring(queue.bind(exchange_name, routing_key=routing_key))
 
     async def declare_work_queue(
         self,
@@ -84,22 +161,16 @@ class Topology:
     ) -> AbstractQueue:
         """A durable quorum queue bound to ``(exchange, routing_key)`` pairs.
 
-        A message redelivered ``delivery_limit`` times (a poison message that kills its
-        consumer) is dead-lettered to ``bus.dead`` at least once, never dropped.
+        A message delivered ``delivery_limit`` times without being settled is dead-lettered
+        by its consumer with the reason ``delivery-limit`` on the next delivery; should that
+        fail too, the broker moves it to ``bus.dead`` itself (``x-first-death-reason:
+        delivery_limit``), never drops it.
         """
-        queue = await channel.declare_queue(
-            name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": self.delivery_limit,
-                "x-dead-letter-exchange": self.dead,
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            },
+        queue = await _declaring(
+            channel.declare_queue(name, durable=True, arguments=_table(self.work_queue_arguments()))
         )
         for exchange, routing_key in bindings:
-            await queue.bind(exchange, routing_key=routing_key)
+            await _declaring(queue.bind(exchange, routing_key=routing_key))
         return queue
 
     async def delete(self, channel: AbstractChannel, queues: Iterable[str] = ()) -> None:
@@ -110,12 +181,59 @@ class Topology:
             await channel.exchange_delete(name)
 
 
-async def connect(url: str) -> aio_pika.abc.AbstractRobustConnection:
+def _table(arguments: dict[str, str | int]) -> FieldTable:
+    return dict(arguments)
+
+
+async def _declaring(declaration: Awaitable[T]) -> T:
+    with declaration_errors():
+        return await declaration
+
+
+@contextmanager
+def declaration_errors() -> Iterator[None]:
+    """Turn the broker's refusals of a declaration into the engine's errors."""
+    try:
+        yield
+    except ChannelPreconditionFailed as exc:
+        raise mismatch(exc) from exc
+    except (ChannelAccessRefused, ChannelNotFoundEntity) as exc:
+        # Waiting would not help: the user may not declare it, or what it needs is gone.
+        text = " ".join(str(arg) for arg in exc.args)
+        raise TopologyMismatchError(f"RabbitMQ refused a declaration: {text}") from exc
+    except (AMQPError, ChannelInvalidStateError, OSError, TimeoutError) as exc:
+        raise BrokerUnavailableError(f"RabbitMQ went away during declarations: {exc!r}") from exc
+
+
+def mismatch(exc: ChannelPreconditionFailed) -> TopologyMismatchError:
+    """One line naming the exchange or queue and the argument the broker disagrees on."""
+    text = " ".join(str(arg) for arg in exc.args)
+    found = _INEQUIVALENT.search(text)
+    if found is None:
+        return TopologyMismatchError(f"RabbitMQ refused a declaration: {text}")
+    kind, name, argument = found["kind"], found["name"], found["argument"]
+    detail = found["detail"].strip().rstrip('"')
+    sides = re.fullmatch(r"received (?P<ours>.*) but current is (?P<theirs>.*)", detail)
+    if sides is not None:
+        detail = f"the broker has {sides['theirs']}, the engine declares {sides['ours']}"
+    return TopologyMismatchError(
+        f"{kind} {name!r} exists on RabbitMQ with another {argument!r} than the engine "
+        f"declares ({detail}); delete the {kind} or declare it as contracts/asyncapi.yaml "
+        "says",
+        kind=kind,
+        name=name,
+        argument=argument,
+    )
+
+
+async def connect(url: str, name: str = "") -> aio_pika.abc.AbstractRobustConnection:
     """A connection that reconnects, and re-declares its queues and consumers, by itself.
 
-    Raises ``BrokerUnavailableError`` when the first connection cannot be made.
+    ``name`` shows in RabbitMQ's connection list. Raises ``BrokerUnavailableError`` when the
+    first connection cannot be made.
     """
+    properties: FieldTable | None = {"connection_name": name} if name else None
     try:
-        return await aio_pika.connect_robust(url)
-    except (OSError, ConnectionError, TimeoutError) as exc:
+        return await aio_pika.connect_robust(url, client_properties=properties)
+    except (OSError, ConnectionError, TimeoutError, AMQPError) as exc:
         raise BrokerUnavailableError(f"RabbitMQ is not reachable: {exc}") from exc
