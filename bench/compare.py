@@ -33,7 +33,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ENGINE = HERE / "bench_engine.py"
-YARDSTICK = Path("/work/shared/bench/bench_saga.py")
+YARDSTICK = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bench_saga.py"
+"""The shared yardstick, beside the project root (``../shared/bench``)."""
 SIDES = ("yardstick", "engine")
 
 

@@ -19,6 +19,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The project root, whatever folder it was checked out in."""
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*):(?P<line>\d+)\)$")
 
 
@@ -28,7 +30,7 @@ def short(frame: str) -> str:
     if match is None:
         return frame
     path = match["file"]
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3", f"{ROOT}/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
