@@ -199,9 +199,9 @@ def tap_store(
     """Time the store's two calls and report every committed saga state, as it commits."""
     load, commit = store.load, store.commit
 
-    async def timed_load(consumer: str, message_id: str, key: SagaKey) -> Loaded:
+    async def timed_load(consumer: str, message_id: str, key: SagaKey, source: str = "") -> Loaded:
         t0 = now()
-        loaded = await load(consumer, message_id, key)
+        loaded = await load(consumer, message_id, key, source)
         t = now()
         stats.load_lat.append(t - t0)
         if isinstance(key, ByPendingCommand):

@@ -9,12 +9,11 @@ handled anew, and a command whose tombstone is gone is no longer refused.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
 from bus_orchestrator.adapters.command_log import CommandLog
-from bus_orchestrator.errors import BusOrchestratorError
+from bus_orchestrator.periodic import Periodic, until_empty
 
 log = logging.getLogger(__name__)
 
@@ -25,37 +24,20 @@ class CommandLogRetention:
     def __init__(self, command_log: CommandLog, *, retention: timedelta, interval: float) -> None:
         if retention <= timedelta(0):
             raise ValueError("retention must be positive")
-        if interval <= 0:
-            raise ValueError("interval must be positive")
         self._log = command_log
         self._retention = retention
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self.loop = Periodic("command log purge", self._round, interval)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="command-log-retention")
+        self.loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self.loop.stop()
 
     async def sweep(self) -> int:
         """One round: purge batch after batch until one comes back empty; how many went."""
-        total = batch = await self._log.purge(self._retention)
-        while batch:
-            batch = await self._log.purge(self._retention)
-            total += batch
-        return total
+        return await until_empty(lambda: self._log.purge(self._retention))
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                removed = await self.sweep()
-            except BusOrchestratorError as exc:
-                log.warning("command log purge failed, will retry: %s", exc)
-                continue
-            if removed:
-                log.info("command log purge removed %d rows", removed)
+    async def _round(self) -> None:
+        if removed := await self.sweep():
+            log.info("command log purge removed %d rows", removed)

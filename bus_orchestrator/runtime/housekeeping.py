@@ -10,12 +10,11 @@ batches, each its own short statement.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from bus_orchestrator.errors import BusOrchestratorError
+from bus_orchestrator.periodic import Periodic, until_empty
 from bus_orchestrator.ports import Outbox, SagaStore
 
 log = logging.getLogger(__name__)
@@ -38,36 +37,19 @@ class Housekeeping:
             ("sagas", lambda: store.purge_finished(saga_retention)),
             ("history", lambda: store.purge_orphan_history(saga_retention)),
         ]
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self.loop = Periodic("housekeeping", self._round, interval)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self.loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self.loop.stop()
 
     async def sweep(self) -> dict[str, int]:
         """One round: purge each table until a batch comes back empty."""
-        removed = {}
-        for name, purge in self._purges:
-            total = batch = await purge()
-            while batch:
-                batch = await purge()
-                total += batch
-            removed[name] = total
-        return removed
+        return {name: await until_empty(purge) for name, purge in self._purges}
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                removed = await self.sweep()
-            except BusOrchestratorError as exc:
-                log.warning("housekeeping failed, will retry: %s", exc)
-                continue
-            if any(removed.values()):
-                log.info("housekeeping removed %s", removed)
+    async def _round(self) -> None:
+        removed = await self.sweep()
+        if any(removed.values()):
+            log.info("housekeeping removed %s", removed)

@@ -4,19 +4,19 @@ An ``OrderCancelled`` can overtake its ``OrderPlaced`` (another publisher, anoth
 coordinator, a redelivery). Rather than being ignored, such an event is kept in the store,
 as it was delivered, and applied when its saga starts; one whose saga does not start
 within the time to live is recorded in that saga's history and dead-lettered with reason
-``expired``. ``ParkSweeper`` is the loop that catches what the message path left behind.
+``expired``. ``Coordinator.sweep_parked``, run periodically, catches what the message path
+left behind.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from bus_orchestrator.core.decide import Inbound
-from bus_orchestrator.errors import BusOrchestratorError, DeadLetterReason
+from bus_orchestrator.errors import DeadLetterReason
 from bus_orchestrator.ports import OutboxMessage, ParkedMessage
 from bus_orchestrator.transport.codec import RawMessage
 
@@ -93,32 +93,3 @@ def parked_dead_letter(
             "x-original-routing-key": message.routing_key,
         },
     )
-
-
-class ParkSweeper:
-    """Every ``interval`` seconds, applies parked events whose saga exists by now and
-    dead-letters those that expired (``Coordinator.sweep_parked``)."""
-
-    def __init__(self, sweep: Callable[[], Awaitable[int]], interval: float) -> None:
-        self._sweep = sweep
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self._sweep()
-            except BusOrchestratorError as exc:
-                log.warning("park sweep failed, will retry: %s", exc)
-            except Exception:
-                log.exception("park sweep failed")

@@ -20,10 +20,10 @@ from aio_pika.abc import AbstractQueue
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import ContractRegistry
+from bus_orchestrator.periodic import Periodic
 from bus_orchestrator.ports import Clock
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.housekeeping import Housekeeping
-from bus_orchestrator.runtime.parking import ParkSweeper
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
 from bus_orchestrator.startup import until_started
@@ -73,7 +73,7 @@ class CoordinatorService:
         self.coordinator: Coordinator | None = None
         self.timers: TimerLoop | None = None
         self._housekeeping: Housekeeping | None = None
-        self.park: ParkSweeper | None = None
+        self.park: Periodic | None = None
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Connect, declare and start consuming.
@@ -170,7 +170,9 @@ class CoordinatorService:
             interval=settings.housekeeping_seconds,
         )
         self._housekeeping.start()
-        self.park = ParkSweeper(self.coordinator.sweep_parked, settings.park_sweep_seconds)
+        self.park = Periodic(
+            "park sweep", self.coordinator.sweep_parked, settings.park_sweep_seconds
+        )
         self.park.start()
 
     async def _start_consuming(self) -> None:

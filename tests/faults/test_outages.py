@@ -321,7 +321,7 @@ class Engine:
         tasks = [
             *service.relay._tasks,
             service.timers._task,
-            service._housekeeping._task,
+            service._housekeeping.loop._task,
             self._adapters,
         ]
         return [task for task in tasks if task is None or task.done()]
