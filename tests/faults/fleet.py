@@ -244,6 +244,7 @@ class DeadLetter:
     routing_key: str
     reason: str | None
     """``x-dead-reason`` (the engine's), else ``x-first-death-reason`` (the broker's)."""
+    detail: str = ""
 
 
 async def durable_tap(bus: TestBus, exchange: str, suffix: str) -> str:
@@ -276,7 +277,8 @@ async def drain(amqp_url: str, queue_name: str) -> list[DeadLetter]:
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             headers: Mapping[str, Any] = message.headers or {}
             reason = _text(headers.get("x-dead-reason") or headers.get("x-first-death-reason"))
-            found.append(DeadLetter(message.message_id, message.routing_key or "", reason))
+            detail = (_text(headers.get("x-dead-detail")) or "")[:160]
+            found.append(DeadLetter(message.message_id, message.routing_key or "", reason, detail))
     except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
         left = await _message_count(amqp_url, queue_name)
         found.extend(DeadLetter(None, f"unreadable: {exc!r}"[:80], None) for _ in range(left))

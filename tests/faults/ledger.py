@@ -96,7 +96,12 @@ class Ledger:
                     entry.detail,
                 )
                 return entry
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,  # a pooled connection of a dead server
+        ) as exc:
             # the system is unreachable: nothing happened, the kit retries the call
             raise TransientAdapterError(f"{system} ledger unavailable: {exc!r}") from exc
 
