@@ -9,9 +9,10 @@ once, compensations in reverse order; no outbox row is left unsent; nothing reac
 The shipping adapter's calls wait at a gate the test opens, so that deliveries are in hand,
 unacknowledged, when the fault strikes, whatever the speed of the machine.
 
-The faults act on the local services through their loopback ports: the module needs root,
-``iptables`` and ``rabbitmqctl``. Whatever a test breaks is mended in its ``finally``, and
-again by fixtures that tear down before any fixture needing the services does.
+The faults act on the local services the test URLs name (``tests/faults/services.py``):
+the module needs root, ``iptables`` and ``rabbitmqctl``. Whatever a test breaks is mended
+in its ``finally``, and again by fixtures that tear down before any fixture needing the
+services does.
 """
 
 from __future__ import annotations
