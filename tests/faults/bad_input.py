@@ -43,6 +43,9 @@ class BadInput:
     """The ``x-dead-reason`` required; ``None``: any reason (but one)."""
     unroutable: bool = False
     """It must reach ``bus.unroutable`` instead of ``bus.dead``."""
+    by_engine: bool = False
+    """The engine itself must dead-letter it (``x-dead-reason``), at its first delivery: not
+    the broker, once the delivery limit is spent."""
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def message(self) -> aio_pika.Message:
@@ -76,7 +79,14 @@ def header_bomb(name: str, exchange_kind: str, routing_key: str, body: bytes) ->
     headers[f"h{BOMB_HEADERS - 1:04d}"] += "x" * room
     assert FRAME_MAX - 128 < _frame_size(headers, message_id, len(body)) < FRAME_MAX
     return BadInput(
-        name, exchange_kind, routing_key, body, headers, reason=None, message_id=message_id
+        name,
+        exchange_kind,
+        routing_key,
+        body,
+        headers,
+        reason=None,
+        by_engine=True,
+        message_id=message_id,
     )
 
 

@@ -245,6 +245,8 @@ class DeadLetter:
     reason: str | None
     """``x-dead-reason`` (the engine's), else ``x-first-death-reason`` (the broker's)."""
     detail: str = ""
+    by_engine: bool = False
+    """Dead-lettered by the engine (``x-dead-reason``), not by the broker's delivery limit."""
 
 
 async def durable_tap(bus: TestBus, exchange: str, suffix: str) -> str:
@@ -278,7 +280,15 @@ async def drain(amqp_url: str, queue_name: str) -> list[DeadLetter]:
             headers: Mapping[str, Any] = message.headers or {}
             reason = _text(headers.get("x-dead-reason") or headers.get("x-first-death-reason"))
             detail = (_text(headers.get("x-dead-detail")) or "")[:160]
-            found.append(DeadLetter(message.message_id, message.routing_key or "", reason, detail))
+            found.append(
+                DeadLetter(
+                    message.message_id,
+                    message.routing_key or "",
+                    reason,
+                    detail,
+                    by_engine="x-dead-reason" in headers,
+                )
+            )
     except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
         left = await _message_count(amqp_url, queue_name)
         found.extend(DeadLetter(None, f"unreadable: {exc!r}"[:80], None) for _ in range(left))

@@ -96,6 +96,7 @@ async def run_with_good_traffic(
     counted.fill(summary, GOOD_ORDERS)
 
     reasons = {d.message_id: d.reason for d in counted.dead}
+    by_engine = {d.message_id for d in counted.dead if d.by_engine}
     wrong: dict[str, str] = {}
     for message in bad:
         if message.unroutable:
@@ -105,6 +106,8 @@ async def run_with_good_traffic(
             wrong[message.name] = "not in bus.dead"
         elif not reasons[message.message_id]:
             wrong[message.name] = "in bus.dead without a reason"
+        elif message.by_engine and message.message_id not in by_engine:
+            wrong[message.name] = f"dead-lettered by the broker ({reasons[message.message_id]})"
         elif message.reason is not None and reasons[message.message_id] != message.reason:
             wrong[message.name] = f"reason {reasons[message.message_id]}, not {message.reason}"
     innocent = [d for d in counted.dead if d.message_id not in to_dead]

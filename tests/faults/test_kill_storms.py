@@ -1,10 +1,11 @@
 """kill -9 storms: the coordinator, the adapters, and two coordinators, killed at random.
 
-200 orders of every outcome go through the processes in ten waves; after each wave, at a
-random moment, a process is killed with SIGKILL and started again. Afterwards every saga
-has the status its scenario expects, every command the coordinator sent was processed by an
-adapter, the fakes' ledger (which survives kill -9) shows no side effect twice, and nothing
-reached ``bus.dead``. The seed of each storm is in the summary table, to replay it.
+200 orders of every outcome go through the processes in ten waves; in each wave, after a
+random number of its side effects, a process is killed with SIGKILL and started again.
+Afterwards every saga has the status its scenario expects, every command the coordinator
+sent was processed by an adapter, the fakes' ledger (which survives kill -9) shows no side
+effect twice, and nothing reached ``bus.dead``. The seed of each storm is in the summary
+table, to replay it.
 """
 
 from __future__ import annotations
@@ -58,8 +59,13 @@ async def storm(
     queues = work_queues(bus)
     in_flight: list[int] = []
     for batch in workload.batches(ORDERS // KILLS):
+        # a random moment in the wave's work: after a random number of its side effects
+        target = await ledger_rows(settings) + chance.randint(1, 3 * len(batch))
         await workload.place(bus, batch)
-        await asyncio.sleep(chance.uniform(0.0, 0.5))
+        for _ in range(250):
+            if await ledger_rows(settings) >= target:
+                break
+            await asyncio.sleep(0.02)
         victim = chance.choice(victims)
         in_flight.append(await running(settings))
         await fleet.kill(victim)
@@ -77,6 +83,14 @@ async def storm(
     assert summary.lost == 0, counted.report()
     assert summary.duplicated == 0, counted.report()
     assert counted.dead == [], counted.report()
+
+
+async def ledger_rows(settings: Settings) -> int:
+    conn = await connect_db(settings)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM fake_ledger"))
+    finally:
+        await conn.close()
 
 
 async def running(settings: Settings) -> int:
