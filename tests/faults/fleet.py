@@ -13,12 +13,14 @@ import asyncio
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq
 import asyncpg
 
 from bus_orchestrator.config import Settings
@@ -159,13 +161,31 @@ class Workload:
         ids = list(self.plan)
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
-    async def place(self, bus: TestBus, order_ids: Iterable[str]) -> None:
+    async def place(self, bus: TestBus, order_ids: Iterable[str], *, retry: float = 0) -> None:
+        """Publish the orders' events. A publish the broker refuses (a nack: a quorum queue
+        with no leader) is repeated, with the same event id, for up to ``retry`` seconds,
+        as a careful publisher does."""
         channel = await bus.channel()
         try:
             for oid in order_ids:
                 event = order(oid, **SCENARIOS[self.plan[oid]][0])
                 self.published_at[oid] = time.time()
-                await publish(channel, bus.topology.events, event, correlation_id=oid)
+                message_id = str(uuid.uuid4())
+                deadline = time.monotonic() + retry
+                while True:
+                    try:
+                        await publish(
+                            channel,
+                            bus.topology.events,
+                            event,
+                            message_id=message_id,
+                            correlation_id=oid,
+                        )
+                        break
+                    except aiormq.exceptions.DeliveryError:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.2)
         finally:
             await channel.close()
 
