@@ -186,6 +186,10 @@ class Workload:
                         if time.monotonic() > deadline:
                             raise
                         await asyncio.sleep(0.2)
+                        # RabbitMQ 3.10 keeps nacking on a channel that published to a
+                        # quorum queue whose leader died: a new channel gets through
+                        await channel.close()
+                        channel = await bus.channel()
         finally:
             await channel.close()
 
@@ -246,6 +250,15 @@ async def lost_commands(settings: Settings, commands_exchange: str) -> int:
     conn = await connect_db(settings)
     try:
         return int(await conn.fetchval(LOST_COMMANDS_SQL, commands_exchange))
+    finally:
+        await conn.close()
+
+
+async def ledger_rows(settings: Settings) -> int:
+    """How many side effects (and refusals) the fake systems have recorded so far."""
+    conn = await connect_db(settings)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM fake_ledger"))
     finally:
         await conn.close()
 

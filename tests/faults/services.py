@@ -60,6 +60,7 @@ def missing_prerequisites() -> list[str]:
     for name, path in (
         ("iptables", IPTABLES),
         ("rabbitmqctl", RABBITMQCTL),
+        ("rabbitmq-server", RABBITMQ_SERVER),
         ("pg_ctlcluster", PG_CTLCLUSTER),
         ("pg_lsclusters", PG_LSCLUSTERS),
     ):

@@ -25,6 +25,7 @@ from tests.faults.fleet import (
     connect_db,
     count,
     durable_tap,
+    ledger_rows,
     wait_for_consumer,
     wait_until_consuming,
     work_queues,
@@ -83,14 +84,6 @@ async def storm(
     assert summary.lost == 0, counted.report()
     assert summary.duplicated == 0, counted.report()
     assert counted.dead == [], counted.report()
-
-
-async def ledger_rows(settings: Settings) -> int:
-    conn = await connect_db(settings)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM fake_ledger"))
-    finally:
-        await conn.close()
 
 
 async def running(settings: Settings) -> int:
