@@ -46,7 +46,14 @@ class _DriverErrors:
         closed = isinstance(exc, asyncpg.exceptions.InterfaceError) and (
             "closed" in str(exc) or "closing" in str(exc)
         )
-        if closed or isinstance(exc, _UNAVAILABLE):
+        # A pooled connection that got the server's FATAL "unexpected postmaster exit"
+        # while idle is left consuming that error until its socket's end is read; used in
+        # between, it fails with "cannot switch to state N; another operation (2) is in
+        # progress". Its server is gone: the next try gets a fresh connection.
+        broken = isinstance(exc, asyncpg.exceptions.InternalClientError) and (
+            "another operation" in str(exc)
+        )
+        if closed or broken or isinstance(exc, _UNAVAILABLE):
             raise StoreUnavailableError(f"Postgres unavailable: {exc!r}") from exc
 
 

@@ -9,26 +9,19 @@ once, compensations in reverse order; no outbox row is left unsent; nothing reac
 The shipping adapter's calls wait at a gate the test opens, so that deliveries are in hand,
 unacknowledged, when the fault strikes, whatever the speed of the machine.
 
-The faults act on the local services through their loopback ports: the module needs root,
-``iptables`` and ``rabbitmqctl``. Whatever a test breaks is mended in its ``finally``, and
-again by fixtures that tear down before any fixture needing the services does.
+The faults act on the local services the test URLs name (``tests/faults/services.py``):
+the module needs root, ``iptables`` and ``rabbitmqctl``. Whatever a test breaks is mended
+in its ``finally``, and again by fixtures that tear down before any fixture needing the
+services does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shlex
-import shutil
-import socket
-import subprocess
-import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -46,6 +39,15 @@ from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.runtime.service import CoordinatorService
 from bus_orchestrator.transport.topology import Topology
 from tests.conftest import TestBus, open_test_bus
+from tests.faults.services import (
+    IPTABLES,
+    Broker,
+    LocalServices,
+    cut_rule,
+    live_client_ports,
+    remove_fault_rules,
+    run,
+)
 from tests.integration.harness import (
     SCENARIOS,
     SHIP,
@@ -57,92 +59,14 @@ from tests.integration.harness import (
     wait_for_status,
 )
 
-IPTABLES = shutil.which("iptables")
-RABBITMQCTL = shutil.which("rabbitmqctl")
-
-pytestmark = [
-    pytest.mark.faults,
-    pytest.mark.skipif(
-        os.geteuid() != 0, reason="fault injection needs root (iptables rules, rabbitmqctl)"
-    ),
-    pytest.mark.skipif(IPTABLES is None, reason="iptables is not installed"),
-    pytest.mark.skipif(RABBITMQCTL is None, reason="rabbitmqctl is not installed"),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 ORDERS = 40
 FINAL = {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED}
 # A step deadline is a business rule: one passing during an outage would rightly compensate
 # the saga. Kept far beyond the outages here, so each order's outcome is known in advance.
 STEP_TIMEOUT = 600.0
-RULE_TAG = "bus-orchestrator-fault"
-"""Comment on every iptables rule these tests insert, so teardown finds exactly those."""
-
 ENGINE_LOGGERS = ("bus_orchestrator", "asyncio")
-
-
-# -- mending the services, usable outside the event loop -------------------------------
-
-
-def run(tool: str | None, *args: str) -> str:
-    """Run an installed tool (found at import) and return its output; fails on an error."""
-    assert tool is not None
-    done = subprocess.run(  # noqa: S603 - the test's own fixed commands
-        [tool, *args], check=True, capture_output=True, text=True, timeout=120
-    )
-    return done.stdout
-
-
-def fault_rules() -> list[str]:
-    """The iptables rules these tests inserted and did not remove, as ``iptables -S`` lines."""
-    listing = run(IPTABLES, "-S").splitlines()
-    return [line for line in listing if line.startswith("-A ") and RULE_TAG in line]
-
-
-def remove_fault_rules() -> None:
-    for line in fault_rules():
-        run(IPTABLES, "-D", *shlex.split(line)[1:])
-
-
-def start_broker_app() -> None:
-    """Start the broker's app (a no-op when it runs); boot the node if it is down."""
-    try:
-        run(RABBITMQCTL, "start_app")
-    except subprocess.CalledProcessError:
-        run(shutil.which("rabbitmq-server"), "-detached")
-        run(RABBITMQCTL, "await_startup", "--timeout", "120")
-        run(RABBITMQCTL, "start_app")
-
-
-def wait_for_port(url: str, default_port: int, within: float = 60.0) -> None:
-    parts = urlsplit(url)
-    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
-    for _ in range(int(within / 0.5)):
-        try:
-            socket.create_connection(address, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{address} does not accept connections")
-
-
-def mend_services(amqp_url: str, database_url: str) -> None:
-    remove_fault_rules()
-    start_broker_app()
-    wait_for_port(amqp_url, 5672)
-    wait_for_port(database_url, 5432)
-
-
-def live_client_ports(server_port: int) -> set[int]:
-    """Local ports of this host's established TCP connections to 127.0.0.1:``server_port``."""
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, remote, state = line.split()[1:4]
-            address, port = remote.rsplit(":", 1)
-            if state == "01" and address.endswith("0100007F") and int(port, 16) == server_port:
-                ports.add(int(local.rsplit(":", 1)[1], 16))
-    return ports
 
 
 # -- the faults --------------------------------------------------------------------------
@@ -168,19 +92,15 @@ class PostgresOutage:
     a keepalive found them (hours) and use up ``max_connections``.
     """
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, services: LocalServices) -> None:
         self.url = database_url
-        self.port = urlsplit(database_url).port or 5432
+        self.port = services.postgres.port
         self.rule: list[str] = []
         self.began: float | None = None
         self._backends: list[int] = []
 
     async def begin(self, *, silent: bool = False) -> None:
-        self.rule = [
-            "INPUT", "-p", "tcp", "--dport", str(self.port),
-            "-m", "comment", "--comment", RULE_TAG,
-            *(["-j", "DROP"] if silent else ["-j", "REJECT", "--reject-with", "tcp-reset"]),
-        ]  # fmt: skip
+        self.rule = cut_rule(self.port, silent=silent)
         conn = await asyncpg.connect(self.url)
         try:
             self._backends = [
@@ -230,19 +150,20 @@ class PostgresOutage:
 class BrokerRestart:
     """``rabbitmqctl stop_app`` then ``start_app``: every connection is closed meanwhile."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, broker: Broker) -> None:
         self.url = amqp_url
+        self.broker = broker
         self.stopped = False
 
     async def stop(self) -> None:
         self.stopped = True
-        await asyncio.to_thread(run, RABBITMQCTL, "stop_app")
+        await asyncio.to_thread(self.broker.stop_app)
 
     async def start(self) -> None:
         """Start the app again and wait until it accepts AMQP connections."""
         if not self.stopped:
             return
-        await asyncio.to_thread(start_broker_app)
+        await asyncio.to_thread(self.broker.start_app)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while True:
@@ -480,14 +401,6 @@ async def assert_guarantees(
 
 
 @pytest.fixture
-def local_services(amqp_url: str, database_url: str) -> None:
-    for url, port in ((amqp_url, 5672), (database_url, 5432)):
-        parts = urlsplit(url)
-        if parts.hostname not in ("127.0.0.1", "localhost") or (parts.port or port) != port:
-            pytest.skip(f"the faults act on local services; {parts.hostname}:{parts.port} is not")
-
-
-@pytest.fixture
 async def schema(settings: Settings, db_schema: str) -> str:
     await migrated(settings)
     return db_schema
@@ -495,7 +408,7 @@ async def schema(settings: Settings, db_schema: str) -> str:
 
 @pytest.fixture
 async def robust_bus(
-    amqp_url: str, settings: Settings, local_services: None
+    amqp_url: str, settings: Settings, fault_services: LocalServices
 ) -> AsyncIterator[TestBus]:
     """Like ``bus``, on a connection that outlives a broker restart, for the teardown."""
     async with open_test_bus(await aio_pika.connect_robust(amqp_url), settings) as test_bus:
@@ -512,18 +425,20 @@ async def engine(settings: Settings, schema: str, robust_bus: TestBus) -> AsyncI
 
 
 @pytest.fixture
-def mended(amqp_url: str, database_url: str, engine: Engine) -> Iterator[None]:
+def mended(fault_services: LocalServices, engine: Engine) -> Iterator[None]:
     """Mends the services even after a failure or a timeout, before the fixtures above
     (which need them) tear down. Synchronous, so it runs with or without an event loop."""
     try:
         yield
     finally:
-        mend_services(amqp_url, database_url)
+        fault_services.mend()
 
 
 @pytest.fixture
-async def postgres_outage(database_url: str, mended: None) -> AsyncIterator[PostgresOutage]:
-    outage = PostgresOutage(database_url)
+async def postgres_outage(
+    database_url: str, fault_services: LocalServices, mended: None
+) -> AsyncIterator[PostgresOutage]:
+    outage = PostgresOutage(database_url, fault_services)
     try:
         yield outage
     finally:
@@ -531,8 +446,10 @@ async def postgres_outage(database_url: str, mended: None) -> AsyncIterator[Post
 
 
 @pytest.fixture
-async def broker_restart(amqp_url: str, mended: None) -> AsyncIterator[BrokerRestart]:
-    restart = BrokerRestart(amqp_url)
+async def broker_restart(
+    amqp_url: str, fault_services: LocalServices, mended: None
+) -> AsyncIterator[BrokerRestart]:
+    restart = BrokerRestart(amqp_url, fault_services.broker)
     try:
         yield restart
     finally:
