@@ -229,23 +229,20 @@ class Engine:
         self._adapters = asyncio.create_task(run_adapters(self.settings, adapters, self._stop))
         self.service = await start_coordinator(self.settings, step_timeout=STEP_TIMEOUT)
 
-    def dead_loops(self) -> list[asyncio.Task[None] | None]:
+    def dead_loops(self) -> list[object]:
         """The background loops that have ended.
 
         Reached into on purpose: a loop that died quietly while the others finished the
-        sagas is what these tests must catch, and nothing public shows it.
+        sagas is what these tests must catch, and nothing public shows it but the periodic
+        loops' ``running``.
         """
         service = self.service
         assert service is not None and self._adapters is not None
         assert service.relay is not None and service.timers is not None
-        assert service._housekeeping is not None
-        tasks = [
-            *service.relay._tasks,
-            service.timers._task,
-            service._housekeeping.loop._task,
-            self._adapters,
-        ]
-        return [task for task in tasks if task is None or task.done()]
+        assert service._housekeeping is not None and service.park is not None
+        tasks = [*service.relay._tasks, service.timers._task, self._adapters]
+        loops = [service._housekeeping.loop, service.park]
+        return [t for t in tasks if t is None or t.done()] + [p for p in loops if not p.running]
 
     async def restart_coordinator(self) -> None:
         """Start a new coordinator in place of the one stopped (by ``stop_coordinator``)."""
