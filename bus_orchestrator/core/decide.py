@@ -145,16 +145,29 @@ def _ignored(note: str) -> Decision:
     return Decision(Outcome.IGNORED, note)
 
 
-def fail(instance: SagaInstance, reason: str, now: datetime) -> SagaInstance:
+def fail(
+    instance: SagaInstance,
+    reason: str,
+    now: datetime,
+    definition: SagaDefinition[Any, Any] | None = None,
+) -> SagaInstance:
     """The saga stopped for an operator: nothing awaited, no deadline armed, the reason kept.
 
     For what ``decide`` cannot handle itself, e.g. a timer of a saga type no longer
-    registered, or one that kept failing.
+    registered, or one that kept failing. With its ``definition``, the data is kept as a
+    finished saga's is (``at_rest``), if the data model still reads it.
     """
+    data = instance.data
+    if definition is not None:
+        try:
+            data = at_rest(definition, data)
+        except ValidationError:
+            pass  # the data model refuses the stored data: that may be the very failure
     return instance.model_copy(
         update={
             "status": SagaStatus.FAILED,
             "failure": reason,
+            "data": data,
             "current": None,
             "pending_command_id": None,
             "deadline": None,
@@ -163,6 +176,16 @@ def fail(instance: SagaInstance, reason: str, now: datetime) -> SagaInstance:
             "updated_at": now,
         }
     )
+
+
+def at_rest(definition: SagaDefinition[Any, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A finished saga's data as it is kept: ``Secret`` fields masked, as in its history.
+
+    Raises ``pydantic.ValidationError`` when the data model refuses ``data``.
+    """
+    model = definition.data_model.model_validate(data)
+    masked: dict[str, Any] = model.model_dump(mode="json", context=REDACT_SECRETS)
+    return masked
 
 
 def describe(reply: Message) -> str:
@@ -220,12 +243,10 @@ class _Decider:
         )
 
     def finish(self, instance: SagaInstance, status: SagaStatus, **changes: Any) -> SagaInstance:
-        # Secret fields are not kept at rest once the saga is over: they are masked in its
-        # final data, as they are in its history.
-        data = self.definition.data_model.model_validate(changes.pop("data", instance.data))
+        data = changes.pop("data", instance.data)
         return self.save(
             instance,
-            data=data.model_dump(mode="json", context=REDACT_SECRETS),
+            data=at_rest(self.definition, data),
             status=status,
             current=None,
             pending_command_id=None,
@@ -587,4 +608,4 @@ def _code_failed(
             updated_at=now,
         )
         return Decision(Outcome.FAILED, reason, instance, error=exc)
-    return Decision(Outcome.FAILED, reason, fail(instance, reason, now), error=exc)
+    return Decision(Outcome.FAILED, reason, fail(instance, reason, now, definition), error=exc)

@@ -225,7 +225,8 @@ class Coordinator:
         """
         timer = _timer_of(instance)
         now = self._clock()
-        decision = Decision(Outcome.ADVANCED, reason, fail(instance, reason, now))
+        definition = self._definitions.get(instance.saga_type)
+        decision = Decision(Outcome.ADVANCED, reason, fail(instance, reason, now, definition))
         change = Change(
             consumer=instance.saga_type,  # the inbox name fire() would use: see _apply
             message_id=timer.message_id,

@@ -145,3 +145,26 @@ def test_a_finished_saga_keeps_no_secret_in_its_data() -> None:
     assert run.state.status is SagaStatus.COMPLETED
     assert run.state.data["order"]["payment_token"] == REDACTED
     assert "tok_4242" not in run.state.model_dump_json()
+
+
+def test_a_saga_failed_by_its_own_code_keeps_no_secret_either() -> None:
+    event = placed().model_copy(update={"payment_token": SecretStr("tok_4242")})
+    saga = broken("charge_payment", command=boom)
+    started = decide(saga, None, Inbound("e-1", event, OID), T0)
+    assert started.instance is not None
+    assert started.instance.data["order"]["payment_token"] == "tok_4242"
+    reply = Inbound("r-1", RESERVED, OID, started.instance.pending_command_id)
+    failed = decide(saga, started.instance, reply, T0 + timedelta(seconds=1)).instance
+    assert failed is not None and failed.status is SagaStatus.FAILED
+    assert failed.data["order"]["payment_token"] == REDACTED
+
+
+def test_fail_with_a_definition_masks_secrets_and_without_keeps_the_data() -> None:
+    from bus_orchestrator.core import fail
+
+    event = placed().model_copy(update={"payment_token": SecretStr("tok_4242")})
+    started = decide(order_to_cash.build(), None, Inbound("e-1", event, OID), T0).instance
+    assert started is not None
+    masked = fail(started, "gave up", T0, order_to_cash.build())
+    assert masked.data["order"]["payment_token"] == REDACTED
+    assert fail(started, "gave up", T0).data == started.data
