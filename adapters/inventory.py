@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from adapters.fake_system import FakeSystem, derived_id
 from bus_orchestrator.adapters import Adapter, CommandContext, RetryPolicy
 from contracts import (
-    REGISTRY,
     ReleaseStock,
     ReserveStock,
     StockReleased,
@@ -84,7 +83,7 @@ class FakeInventory(FakeSystem):
 
 def inventory_adapter(system: FakeInventory, *, retry: RetryPolicy | None = None) -> Adapter:
     """The ``inventory`` adapter: ``ReserveStock`` and ``ReleaseStock`` on ``system``."""
-    adapter = Adapter("inventory", REGISTRY, retry=retry)
+    adapter = Adapter("inventory", retry=retry)
 
     @adapter.handles(
         ReserveStock,

@@ -14,7 +14,6 @@ from decimal import Decimal
 from adapters.fake_system import FakeSystem, derived_id
 from bus_orchestrator.adapters import Adapter, CommandContext, RetryPolicy
 from contracts import (
-    REGISTRY,
     ChargePayment,
     PaymentCharged,
     PaymentDeclined,
@@ -86,7 +85,7 @@ class FakePaymentGateway(FakeSystem):
 
 def payments_adapter(system: FakePaymentGateway, *, retry: RetryPolicy | None = None) -> Adapter:
     """The ``payments`` adapter: ``ChargePayment`` and ``RefundPayment`` on ``system``."""
-    adapter = Adapter("payments", REGISTRY, retry=retry)
+    adapter = Adapter("payments", retry=retry)
 
     @adapter.handles(
         ChargePayment,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from adapters.fake_system import FakeSystem, derived_id
 from bus_orchestrator.adapters import Adapter, CommandContext, RetryPolicy
-from contracts import REGISTRY, CreateShipment, ShipmentCreated, ShipmentRejected
+from contracts import CreateShipment, ShipmentCreated, ShipmentRejected
 
 REJECTED_COUNTRIES = frozenset({"ZZ"})
 
@@ -55,7 +55,7 @@ class FakeCarrier(FakeSystem):
 
 def shipping_adapter(system: FakeCarrier, *, retry: RetryPolicy | None = None) -> Adapter:
     """The ``shipping`` adapter: ``CreateShipment`` on ``system``."""
-    adapter = Adapter("shipping", REGISTRY, retry=retry)
+    adapter = Adapter("shipping", retry=retry)
 
     @adapter.handles(
         CreateShipment,

@@ -14,7 +14,6 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -24,10 +23,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bus_orchestrator.app import App, load_app
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.errors import (
+    AppLoadError,
     BrokerUnavailableError,
+    DefinitionError,
     SchemaNotMigratedError,
     StoreUnavailableError,
     TopologyMismatchError,
@@ -45,7 +47,8 @@ app.add_typer(sagas_app, name="sagas")
 contracts_app = typer.Typer(help="The message contracts: AsyncAPI, JSON Schema, compatibility.")
 app.add_typer(contracts_app, name="contracts")
 
-CONTRACTS_TITLE = "bus-orchestrator example domain: order-to-cash"
+EXAMPLE_APP = "example:create_app"
+"""The example application of the source repository, which ``demo`` runs by default."""
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # never split a hint or a command
 
@@ -57,6 +60,32 @@ START_HINTS = {
 
 def _settings() -> Settings:
     return Settings()
+
+
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        envvar="BUS_APP",
+        metavar="MODULE:ATTRIBUTE",
+        help="the application: an App object or a factory of one, e.g. onboarding.app:app",
+    ),
+]
+
+
+def _app(reference: str | None, settings: Settings) -> App:
+    """The application named by ``--app`` (or ``BUS_APP``); one line and exit 2 otherwise."""
+    if reference is None:
+        errors.print(
+            "[bold red]name an application:[/] --app module:attribute (or BUS_APP), "
+            f"e.g. --app {EXAMPLE_APP} for the example in the source repository"
+        )
+        raise typer.Exit(2)
+    try:
+        return load_app(reference, settings)
+    except (AppLoadError, DefinitionError) as exc:
+        errors.print(f"[bold red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
 
 
 def _configure_logging(level: str, settings: Settings) -> None:
@@ -146,35 +175,38 @@ def migrate() -> None:
 
 
 @app.command()
-def run(log_level: LogLevel = "info") -> None:
-    """Run the coordinator and its outbox relay for the sagas in ``sagas/``."""
+def run(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
+    """Run the coordinator, its outbox relay and its timers for the app's sagas."""
     from bus_orchestrator.runtime.service import run_coordinator
-    from contracts import REGISTRY
-    from sagas import all_sagas
 
     settings = _settings()
     _configure_logging(log_level, settings)
-    definitions = all_sagas(timedelta(seconds=settings.step_timeout_seconds))
+    application = _app(app_ref, settings)
     with _telemetry(settings, "bus-coordinator") as telemetry:
         _run(
             _until_signalled(
-                lambda stop: run_coordinator(settings, definitions, REGISTRY, stop, telemetry)
+                lambda stop: run_coordinator(
+                    settings, application.sagas, application.registry, stop, telemetry
+                )
             )
         )
 
 
 @app.command()
-def adapters(log_level: LogLevel = "info") -> None:
-    """Run the example adapters (inventory, payments, shipping)."""
-    from adapters import example_adapters
+def adapters(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
+    """Run the app's adapters."""
     from bus_orchestrator.adapters.runner import run_adapters
 
     settings = _settings()
     _configure_logging(log_level, settings)
+    application = _app(app_ref, settings)
+    if not application.adapters:
+        errors.print(f"[bold red]app {application.name!r} has no adapters to run[/]")
+        raise typer.Exit(2)
     with _telemetry(settings, "bus-adapters") as telemetry:
         _run(
             _until_signalled(
-                lambda stop: run_adapters(settings, example_adapters(), stop, telemetry=telemetry)
+                lambda stop: run_adapters(settings, application.adapters, stop, telemetry=telemetry)
             )
         )
 
@@ -188,16 +220,18 @@ def publish(
     correlation_id: Annotated[str | None, typer.Option("--correlation-id")] = None,
     message_id: Annotated[str | None, typer.Option("--id", help="default: a new UUID")] = None,
     source: Annotated[str, typer.Option("--source")] = "urn:bus-orchestrator:cli",
+    app_ref: AppOption = None,
 ) -> None:
     """Publish a business event to ``bus.events`` (validated against its contract first)."""
     from bus_orchestrator.core.messages import MessageKind
     from bus_orchestrator.runtime.publishing import publish_once
-    from contracts import REGISTRY
 
-    contract = REGISTRY.get(message_type)
+    settings = _settings()
+    registry = _app(app_ref, settings).registry
+    contract = registry.get(message_type)
     if contract is None:
         errors.print(f"[red]unknown message type[/] {message_type!r}; known events:")
-        for known in REGISTRY:
+        for known in registry:
             if known.kind is MessageKind.EVENT:
                 errors.print(f"  {known.message_type}")
         raise typer.Exit(1)
@@ -206,7 +240,6 @@ def publish(
     except (json.JSONDecodeError, ValidationError) as exc:
         errors.print(f"[red]invalid data for {message_type}:[/] {exc}")
         raise typer.Exit(1) from exc
-    settings = _settings()
     message_id = message_id or str(uuid.uuid4())
     with _telemetry(settings, "bus-cli", serve_metrics=False) as telemetry:
         _run(publish_once(settings, payload, message_id, source, correlation_id, telemetry.tracer))
@@ -218,14 +251,15 @@ def sagas_show(
     saga: Annotated[str, typer.Argument(metavar="ID", help="saga id or correlation id")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
     history: Annotated[bool, typer.Option("--history", help="include the audit log")] = False,
+    app_ref: AppOption = None,
 ) -> None:
     """Show one saga: its status and steps (and, with --history, every message in and out)."""
     from bus_orchestrator.store.session import open_store
 
     settings = _settings()
+    models = _data_models(_app(app_ref, settings))
 
     async def main() -> list[dict[str, Any]]:
-        models = _data_models()
         async with open_store(settings) as store:
             views = []
             for instance in await store.find(saga):
@@ -254,16 +288,17 @@ def sagas_list(
     saga_type: Annotated[str | None, typer.Option("--type")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    app_ref: AppOption = None,
 ) -> None:
     """List sagas, newest first."""
     from bus_orchestrator.store.session import open_store
 
     settings = _settings()
+    models = _data_models(_app(app_ref, settings))
 
     async def main() -> list[dict[str, Any]]:
         async with open_store(settings) as store:
             found = await store.list_sagas(status=status, saga_type=saga_type, limit=limit)
-            models = _data_models()
             return [saga_view(i, settings.jaeger_ui_url, models.get(i.saga_type)) for i in found]
 
     views = _run(main())
@@ -311,39 +346,35 @@ def _print_saga(view: dict[str, Any]) -> None:
         )
 
 
-def _data_models() -> dict[str, type[BaseModel]]:
+def _data_models(application: App) -> dict[str, type[BaseModel]]:
     """Each saga type's data model, so views can mask its secret fields."""
-    from sagas import all_sagas
-
-    return {definition.name: definition.data_model for definition in all_sagas()}
+    return {definition.name: definition.data_model for definition in application.sagas}
 
 
-def _contracts_dir() -> Path:
-    import contracts
-
-    return Path(contracts.__file__).resolve().parent
+ContractsDir = Annotated[
+    Path,
+    typer.Option("--out", help="the app's contracts folder: asyncapi.yaml and schemas/"),
+]
 
 
 @contracts_app.command("export")
-def contracts_export(
-    out: Annotated[
-        Path | None, typer.Option("--out", help="default: the contracts/ package folder")
-    ] = None,
-) -> None:
+def contracts_export(out: ContractsDir = Path("contracts"), app_ref: AppOption = None) -> None:
     """Write asyncapi.yaml and one JSON Schema per message type (deterministic)."""
-    from adapters import example_adapters
-    from bus_orchestrator import __version__
     from bus_orchestrator.schema.export import export_contracts
     from bus_orchestrator.schema.participants import participants_from
-    from contracts import REGISTRY
-    from sagas import all_sagas
 
-    target = out or _contracts_dir()
-    participants = participants_from(all_sagas(), example_adapters())
+    application = _app(app_ref, _settings())
+    participants = participants_from(application.sagas, application.adapters)
     written = export_contracts(
-        REGISTRY, participants, target, title=CONTRACTS_TITLE, version=__version__
+        application.registry,
+        participants,
+        out,
+        title=application.document_title,
+        version=application.version,
+        app_id=application.name,
+        description=application.description,
     )
-    console.print(f"wrote {len(written)} files to {target}")
+    console.print(f"wrote {len(written)} files to {out}")
 
 
 @contracts_app.command("check")
@@ -352,6 +383,8 @@ def contracts_check(
         str, typer.Option("--against", help="a git ref (e.g. origin/main, v0.1.0) or a folder")
     ],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    out: ContractsDir = Path("contracts"),
+    app_ref: AppOption = None,
 ) -> None:
     """Compare the contracts with those at a git ref or in a saved snapshot folder.
 
@@ -361,15 +394,14 @@ def contracts_check(
     from bus_orchestrator.errors import ContractCheckError
     from bus_orchestrator.schema.compat import breaking, compare, load_baseline, report, report_json
     from bus_orchestrator.schema.jsonschema import registry_schemas
-    from contracts import REGISTRY
 
-    repo = _contracts_dir().parent
+    application = _app(app_ref, _settings())
     try:
-        baseline = load_baseline(against, repo=repo)
+        baseline = load_baseline(against, repo=Path.cwd(), schemas_dir=f"{out}/schemas")
     except ContractCheckError as exc:
         errors.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
-    changes = compare(baseline, registry_schemas(REGISTRY))
+    changes = compare(baseline, registry_schemas(application.registry, application.name))
     if as_json:
         print(json.dumps(report_json(changes), indent=2))
     else:
@@ -382,16 +414,26 @@ def demo(
     orders: Annotated[int, typer.Option("--orders", min=4, help="how many orders")] = 24,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 120.0,
     log_level: LogLevel = "warning",
+    app_ref: AppOption = None,
 ) -> None:
-    """Migrate, run coordinator and adapters in this process, place a mix of orders, and
-    show how each one ends. Exits 0 only if every saga reached its expected status."""
+    """Migrate, run the app's coordinator and adapters in this process, start a mix of
+    sagas (the app's demo plan), and show how each one ends. Exits 0 only if every saga
+    reached its expected status. Without --app, the example of the source repository."""
     from bus_orchestrator.demo import run_demo
 
     settings = _settings()
     _configure_logging(log_level, settings)
+    application = _app(app_ref or EXAMPLE_APP, settings)
     with _telemetry(settings, "bus-demo") as telemetry:
         ok = _run(
-            run_demo(settings, orders, wait_seconds=timeout, console=console, telemetry=telemetry)
+            run_demo(
+                settings,
+                application,
+                orders,
+                wait_seconds=timeout,
+                console=console,
+                telemetry=telemetry,
+            )
         )
     raise typer.Exit(0 if ok else 1)
 

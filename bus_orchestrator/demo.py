@@ -1,8 +1,8 @@
-"""``bus-orchestrator demo``: order-to-cash sagas over the real broker and database.
+"""``bus-orchestrator demo``: an app's sagas over the real broker and database.
 
-It migrates, runs the coordinator and the example adapters in this process, places a mix
-of orders whose data steers each to a known end, shows progress live, and ends with a
-summary. It succeeds only if every saga reached the status its scenario expects.
+It migrates, runs the app's coordinator and adapters in this process, starts the sagas of
+the app's demo plan (each steered by its data to a known end), shows progress live, and
+ends with a summary. It succeeds only if every saga reached the status its case expects.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 
 from aio_pika.exceptions import ChannelClosed
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from bus_orchestrator.app import App, DemoCase
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.runtime.publishing import Publication, publish_all
@@ -29,64 +28,36 @@ from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from bus_orchestrator.store.session import connect_once
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.transport.topology import connect
-from contracts import REGISTRY, Address, LineItem, OrderPlaced
-from sagas import all_sagas
 
 
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    expected: SagaStatus
-    sku: str = "SKU-1"
-    unit_price: str = "25.00"
-    country: str = "DE"
-
-
-SCENARIOS = (
-    Scenario("completes", SagaStatus.COMPLETED),
-    Scenario("payment declined (total > 10000)", SagaStatus.COMPENSATED, unit_price="6000.00"),
-    Scenario("out of stock (OOS- sku)", SagaStatus.COMPENSATED, sku="OOS-42"),
-    Scenario("shipping rejected (country ZZ)", SagaStatus.COMPENSATED, country="ZZ"),
-)
-
-
-def demo_order(order_id: str, scenario: Scenario) -> OrderPlaced:
-    price = Decimal(scenario.unit_price)
-    return OrderPlaced(
-        order_id=order_id,
-        customer_id=f"customer-{order_id[-3:]}",
-        items=(LineItem(sku=scenario.sku, quantity=2, unit_price=price),),
-        total=price * 2,
-        currency="EUR",
-        shipping_address=Address(country=scenario.country, city="Example City"),
-    )
-
-
-def _progress(plan: dict[str, Scenario], seen: dict[str, SagaInstance], elapsed: float) -> Table:
+def _progress(
+    title: str, plan: dict[str, DemoCase], seen: dict[str, SagaInstance], elapsed: float
+) -> Table:
     counts = Counter(str(i.status) for i in seen.values())
     waiting = len(plan) - len(seen)
-    table = Table(title=f"order-to-cash sagas ({elapsed:.1f}s)")
+    table = Table(title=f"{title} sagas ({elapsed:.1f}s)")
     for status in (*SagaStatus, "not started"):
         table.add_column(str(status))
     table.add_row(*(str(counts.get(str(s), 0)) for s in SagaStatus), str(waiting))
     return table
 
 
-def _summary(plan: dict[str, Scenario], seen: dict[str, SagaInstance]) -> Table:
+def _summary(plan: dict[str, DemoCase], seen: dict[str, SagaInstance]) -> Table:
     table = Table(title="final status by scenario")
-    for column in ("scenario", "orders", "expected", "reached"):
+    for column in ("scenario", "sagas", "expected", "reached"):
         table.add_column(column)
-    table.add_column("steps of the first order", overflow="fold")
-    for scenario in SCENARIOS:
-        ids = [oid for oid, s in plan.items() if s is scenario]
+    table.add_column("steps of the first saga", overflow="fold")
+    for scenario in dict.fromkeys(case.scenario for case in plan.values()):
+        ids = [cid for cid, case in plan.items() if case.scenario == scenario]
+        expected = plan[ids[0]].expected
         reached = Counter(str(seen[i].status) if i in seen else "missing" for i in ids)
-        first = seen.get(ids[0]) if ids else None
+        first = seen.get(ids[0])
         steps = ", ".join(f"{s.name}:{s.status}" for s in first.steps) if first else ""
-        ok = reached == Counter({str(scenario.expected): len(ids)})
+        ok = reached == Counter({str(expected): len(ids)})
         table.add_row(
-            scenario.name,
+            scenario,
             str(len(ids)),
-            str(scenario.expected),
+            str(expected),
             ("[green]" if ok else "[red]") + ", ".join(f"{k} x{v}" for k, v in reached.items()),
             steps,
         )
@@ -95,14 +66,18 @@ def _summary(plan: dict[str, Scenario], seen: dict[str, SagaInstance]) -> Table:
 
 async def run_demo(
     settings: Settings,
-    orders: int,
+    app: App,
+    count: int,
     *,
     wait_seconds: float,
     console: Console,
     telemetry: Telemetry | None = None,
 ) -> bool:
-    from adapters import example_adapters
     from bus_orchestrator.adapters.runner import run_adapters
+
+    if app.demo is None:
+        console.print(f"[bold red]app {app.name!r} has no demo plan (App(demo=...))[/]")
+        return False
 
     pool = await create_pool(settings)
     try:
@@ -112,33 +87,24 @@ async def run_demo(
         finally:
             await conn.close()
         store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
-        definitions = all_sagas(timedelta(seconds=settings.step_timeout_seconds))
         service = CoordinatorService(
-            settings, definitions, REGISTRY, pool=pool, telemetry=telemetry
+            settings, app.sagas, app.registry, pool=pool, telemetry=telemetry
         )
         await service.start()
         stop_adapters = asyncio.Event()
         adapters_task = asyncio.create_task(
-            run_adapters(
-                settings, example_adapters(), stop_adapters, pool=pool, telemetry=telemetry
-            )
+            run_adapters(settings, app.adapters, stop_adapters, pool=pool, telemetry=telemetry)
         )
         try:
-            await _wait_for_adapters(service, settings, wait_seconds)
-            run_id = uuid.uuid4().hex[:6]
-            plan = {f"demo-{run_id}-{n:03d}": SCENARIOS[n % len(SCENARIOS)] for n in range(orders)}
-            console.print(
-                f"placing {orders} orders (run {run_id}) on {service.topology.events} ..."
-            )
+            await _wait_for_adapters(service, settings, app, wait_seconds)
+            plan = {case.correlation_id: case for case in app.demo(count)}
+            console.print(f"starting {len(plan)} sagas on {service.topology.events} ...")
             await publish_all(
                 settings,
-                [
-                    Publication(str(uuid.uuid4()), demo_order(oid, scenario), oid)
-                    for oid, scenario in plan.items()
-                ],
+                [Publication(str(uuid.uuid4()), case.event, cid) for cid, case in plan.items()],
                 source="urn:bus-orchestrator:demo",
             )
-            seen = await _watch(store, plan, wait_seconds, console)
+            seen = await _watch(store, app.document_title, plan, wait_seconds, console)
         finally:
             stop_adapters.set()
             await service.stop()
@@ -146,28 +112,26 @@ async def run_demo(
         console.print()
         console.print(_summary(plan, seen))
         failures = [
-            oid
-            for oid, scenario in plan.items()
-            if oid not in seen or seen[oid].status is not scenario.expected
+            cid
+            for cid, case in plan.items()
+            if cid not in seen or seen[cid].status is not case.expected
         ]
         if failures:
             console.print(f"[bold red]{len(failures)} sagas did not end as expected[/]")
             for oid in failures[:10]:
                 console.print(f"  bus-orchestrator sagas show {oid}")
             return False
-        console.print(f"[bold green]all {orders} sagas ended as expected[/]")
+        console.print(f"[bold green]all {len(plan)} sagas ended as expected[/]")
         return True
     finally:
         await pool.close()
 
 
 async def _wait_for_adapters(
-    service: CoordinatorService, settings: Settings, wait_seconds: float
+    service: CoordinatorService, settings: Settings, app: App, wait_seconds: float
 ) -> None:
     """Commands published before an adapter's queue exists would be unroutable."""
-    from adapters import example_adapters
-
-    names = [service.topology.queue(f"adapter.{a.name}") for a in example_adapters()]
+    names = [service.topology.queue(f"adapter.{a.name}") for a in app.adapters]
     connection = await connect(settings.amqp_url)
     try:
         deadline = time.monotonic() + wait_seconds
@@ -193,12 +157,16 @@ async def _wait_for_adapters(
 
 
 async def _watch(
-    store: PostgresSagaStore, plan: dict[str, Scenario], wait_seconds: float, console: Console
+    store: PostgresSagaStore,
+    title: str,
+    plan: dict[str, DemoCase],
+    wait_seconds: float,
+    console: Console,
 ) -> dict[str, SagaInstance]:
     """Poll the sagas of this run until all are final or the time is up."""
     seen: dict[str, SagaInstance] = {}
     started = time.monotonic()
-    with Live(_progress(plan, seen, 0.0), console=console, refresh_per_second=4) as live:
+    with Live(_progress(title, plan, seen, 0.0), console=console, refresh_per_second=4) as live:
         while True:
             for oid in plan:
                 if oid in seen and seen[oid].status.terminal:
@@ -207,7 +175,7 @@ async def _watch(
                 if found:
                     seen[oid] = found[0]
             elapsed = time.monotonic() - started
-            live.update(_progress(plan, seen, elapsed))
+            live.update(_progress(title, plan, seen, elapsed))
             done = len(seen) == len(plan) and all(i.status.terminal for i in seen.values())
             if done or elapsed > wait_seconds:
                 return seen

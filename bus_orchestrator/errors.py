@@ -8,6 +8,7 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── BrokerUnavailableError           RabbitMQ is unreachable or timed out (retryable)
 ├── SagaNotFoundError                no saga with that id or correlation id
 ├── TimerError                       a due timer cannot be fired here (e.g. unknown saga type)
+├── AppLoadError                     an --app reference that names no application
 ├── SchemaNotMigratedError           the database lacks migrations this version needs
 ├── ContractCheckError               contracts cannot be compared (unknown ref, bad schema file)
 ├── TopologyMismatchError            RabbitMQ refuses to declare an exchange or queue as the
@@ -83,6 +84,10 @@ class TimerError(BusOrchestratorError):
 
     The timer loop backs off and tries again; after its attempts, the saga is failed.
     """
+
+
+class AppLoadError(BusOrchestratorError):
+    """An ``--app`` reference that does not lead to an application object."""
 
 
 class SchemaNotMigratedError(BusOrchestratorError):

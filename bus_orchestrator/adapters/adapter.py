@@ -3,7 +3,7 @@
 An adapter is the engine's edge to one external system (a legacy service, a SaaS API). It
 turns each command into a call on that system and the call's result into a reply::
 
-    inventory = Adapter("inventory", REGISTRY)
+    inventory = Adapter("inventory")
 
     @inventory.handles(ReserveStock)
     async def reserve(command: ReserveStock, ctx: CommandContext) -> StockReserved:
@@ -38,7 +38,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from bus_orchestrator.core.messages import Command, ContractRegistry, MessageKind, Reply
+from bus_orchestrator.core.messages import (
+    Command,
+    ContractRegistry,
+    Message,
+    MessageKind,
+    Reply,
+)
 from bus_orchestrator.errors import DefinitionError
 
 C = TypeVar("C", bound=Command)
@@ -109,8 +115,10 @@ class RetryPolicy:
 class Adapter:
     """A named set of command handlers, one per command type.
 
-    ``registry`` must know every command type handled (it is what incoming messages are
-    decoded with). ``source`` is the CloudEvents source of this adapter's replies.
+    The adapter's contract registry (what incoming commands are decoded with) holds the
+    command models it handles and the replies it declares; a ``registry`` given instead
+    must hold each command model handled. ``source`` is the CloudEvents source of this
+    adapter's replies.
 
     ``claim_lease`` is how long a command's claim holds without renewal. A compensation of
     the command that comes while it is being handled waits for the outcome; the delivery
@@ -123,7 +131,7 @@ class Adapter:
     def __init__(
         self,
         name: str,
-        registry: ContractRegistry,
+        registry: ContractRegistry | None = None,
         *,
         retry: RetryPolicy | None = None,
         source: str | None = None,
@@ -132,7 +140,8 @@ class Adapter:
         if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
             raise DefinitionError(f"adapter name {name!r} must be letters, digits, '_' or '-'")
         self.name = name
-        self.registry = registry
+        self._given = registry
+        self.registry = registry if registry is not None else ContractRegistry()
         self.retry = retry or RetryPolicy()
         self.source = source or f"urn:bus-orchestrator:adapter:{name}"
         if claim_lease <= timedelta(0):
@@ -175,11 +184,15 @@ class Adapter:
         for reply in replies:
             if reply.kind is not MessageKind.REPLY:
                 raise DefinitionError(f"{reply.__name__} is not a reply")
+        if model.kind is not MessageKind.COMMAND:
+            raise DefinitionError(f"{message_type!r} is not a command")
+        if self._given is None:
+            known: tuple[type[Message], ...] = (model, *replies)
+            for each in known:
+                self.registry.register(each)
         contract = self.registry.get(message_type)
         if contract is None or contract.model is not model:
             raise DefinitionError(f"{message_type!r} is not in the adapter's contract registry")
-        if contract.kind is not MessageKind.COMMAND:
-            raise DefinitionError(f"{message_type!r} is not a command")
         if message_type in self._handlers:
             raise DefinitionError(f"adapter {self.name!r} handles {message_type!r} twice")
 
@@ -198,6 +211,16 @@ class Adapter:
                 return refuse(command, reason)
 
             self._refusals[message_type] = refusal
+
+    def message_models(self) -> set[type[Message]]:
+        """The commands this adapter handles and the replies it declares."""
+        models: set[type[Message]] = set()
+        for command_type in self._handlers:
+            contract = self.registry.get(command_type)
+            assert contract is not None  # noqa: S101 - checked by register()
+            models.add(contract.model)
+            models.update(self._replies[command_type])
+        return models
 
     @property
     def command_types(self) -> tuple[str, ...]:

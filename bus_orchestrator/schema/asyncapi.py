@@ -396,6 +396,7 @@ def asyncapi_document(
     *,
     title: str,
     version: str,
+    app_id: str,
     description: str = "",
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document of ``registry`` as sent and received by ``participants``.
@@ -430,6 +431,7 @@ def asyncapi_document(
 
     return {
         "asyncapi": ASYNCAPI_VERSION,
+        "id": f"urn:{app_id}",
         "info": {
             "title": title,
             "version": version,

@@ -70,6 +70,8 @@ def export_contracts(
     *,
     title: str,
     version: str,
+    app_id: str,
+    description: str = "",
 ) -> list[Path]:
     """Write ``out_dir/asyncapi.yaml`` and one ``out_dir/schemas/<type>.json`` per type.
 
@@ -77,8 +79,10 @@ def export_contracts(
     export (the document first, then the schemas by type), whether or not their content
     changed.
     """
-    document = asyncapi_document(registry, participants, title=title, version=version)
-    schemas = {c.message_type: message_schema(c) for c in registry}
+    document = asyncapi_document(
+        registry, participants, title=title, version=version, app_id=app_id, description=description
+    )
+    schemas = {c.message_type: message_schema(c, app_id) for c in registry}
     for message_type in schemas:
         if not _SAFE_FILE_NAME.match(message_type):
             raise ValueError(f"message type {message_type!r} cannot be used as a file name")

@@ -13,12 +13,13 @@ from bus_orchestrator.core.messages import Contract, ContractRegistry
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def message_schema(contract: Contract) -> dict[str, Any]:
-    """The JSON Schema of one message type's ``data``, with its ``$defs`` inline."""
+def message_schema(contract: Contract, app_id: str) -> dict[str, Any]:
+    """The JSON Schema of one message type's ``data``, with its ``$defs`` inline; its
+    ``$id`` names the application (``app_id``) whose contract it is."""
     body = contract.model.model_json_schema(mode="validation")
     return {
         "$schema": DIALECT,
-        "$id": f"urn:bus-orchestrator:contract:{contract.message_type}",
+        "$id": f"urn:{app_id}:contract:{contract.message_type}",
         "x-message-type": contract.message_type,
         "x-kind": str(contract.kind),
         "x-version": contract.version,
@@ -28,6 +29,6 @@ def message_schema(contract: Contract) -> dict[str, Any]:
     }
 
 
-def registry_schemas(registry: ContractRegistry) -> dict[str, dict[str, Any]]:
+def registry_schemas(registry: ContractRegistry, app_id: str) -> dict[str, dict[str, Any]]:
     """Every registered type's schema, by type string, in type order."""
-    return {contract.message_type: message_schema(contract) for contract in registry}
+    return {contract.message_type: message_schema(contract, app_id) for contract in registry}

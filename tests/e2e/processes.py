@@ -25,6 +25,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         BUS_DATABASE_SCHEMA=settings.database_schema,
         BUS_EXCHANGE_PREFIX=settings.exchange_prefix,
         BUS_TIMER_POLL_SECONDS="0.1",
+        BUS_APP="example:create_app",
     )
     env.update(extra)
     return env

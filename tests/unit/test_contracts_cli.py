@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from bus_orchestrator.cli import app
 
-runner = CliRunner()
+runner = CliRunner(env={"BUS_APP": "example:create_app"})
 
 
 def export(to: Path) -> None:
@@ -49,3 +49,9 @@ def test_check_fails_on_a_breaking_change_and_names_it(tmp_path: Path) -> None:
 def test_check_against_an_unknown_ref_is_a_clear_error() -> None:
     result = runner.invoke(app, ["contracts", "check", "--against", "no-such-ref-x1"])
     assert result.exit_code == 2
+
+
+def test_without_an_app_the_command_says_how_to_name_one() -> None:
+    result = CliRunner(env={"BUS_APP": None}).invoke(app, ["contracts", "export"])
+    assert result.exit_code == 2
+    assert "--app module:attribute (or BUS_APP)" in result.output

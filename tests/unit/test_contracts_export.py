@@ -14,7 +14,6 @@ from pydantic import create_model
 import bus_orchestrator
 from adapters import example_adapters
 from bus_orchestrator.adapters import Adapter
-from bus_orchestrator.cli import CONTRACTS_TITLE
 from bus_orchestrator.core import SagaDefinition, Step
 from bus_orchestrator.core.messages import EXCHANGES, ContractRegistry, Event
 from bus_orchestrator.errors import DefinitionError
@@ -29,12 +28,11 @@ from contracts import (
     StockReleased,
     StockReserved,
 )
+from example import NAME, TITLE, create_app
 from sagas import all_sagas
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "contracts"
-TITLE = CONTRACTS_TITLE
-"""The title ``bus-orchestrator contracts export`` gives the example domain's document."""
 
 
 def example_participants() -> list[Participant]:
@@ -48,6 +46,7 @@ def export(out_dir: Path) -> list[Path]:
         out_dir,
         title=TITLE,
         version=bus_orchestrator.__version__,
+        app_id=NAME,
     )
 
 
@@ -62,7 +61,11 @@ def files_under(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     return asyncapi_document(
-        REGISTRY, example_participants(), title=TITLE, version=bus_orchestrator.__version__
+        REGISTRY,
+        example_participants(),
+        title=TITLE,
+        version=bus_orchestrator.__version__,
+        app_id=NAME,
     )
 
 
@@ -80,7 +83,8 @@ def test_committed_contracts_are_up_to_date(tmp_path: Path) -> None:
     export(tmp_path)
     fresh, committed = files_under(tmp_path), files_under(COMMITTED)
     hint = (
-        "contracts/ is stale: run `bus-orchestrator contracts export` and commit "
+        "contracts/ is stale: run `bus-orchestrator contracts export --app example:create_app` "
+        "and commit "
         "contracts/asyncapi.yaml and contracts/schemas/"
     )
     assert sorted(committed) == sorted(fresh), hint
@@ -233,7 +237,7 @@ def test_a_compensation_that_does_not_declare_its_command_is_refused() -> None:
 
 
 def test_an_adapter_without_declared_replies_is_refused() -> None:
-    adapter = Adapter("inventory", REGISTRY)
+    adapter = Adapter("inventory")
 
     @adapter.handles(ReserveStock)
     async def reserve(command: ReserveStock, ctx: object) -> StockReserved:
@@ -246,7 +250,7 @@ def test_an_adapter_without_declared_replies_is_refused() -> None:
 def test_a_message_outside_the_registry_is_refused() -> None:
     partial = ContractRegistry([OrderPlaced])
     with pytest.raises(DefinitionError, match="not in the contract registry"):
-        asyncapi_document(partial, example_participants(), title=TITLE, version="0")
+        asyncapi_document(partial, example_participants(), title=TITLE, version="0", app_id=NAME)
 
 
 def test_two_message_models_with_one_class_name_are_refused() -> None:
@@ -283,3 +287,10 @@ def test_two_nested_models_with_one_class_name_are_refused() -> None:
 
     with pytest.raises(DefinitionError, match="both named 'Line'"):
         component_schemas(list(ContractRegistry([Ordered, Shipped])))
+
+
+def test_the_example_app_derives_the_example_registry() -> None:
+    """Its registry comes from what its sagas and adapters declare: the very 15 types."""
+    app = create_app()
+    assert [c.message_type for c in app.registry] == [c.message_type for c in REGISTRY]
+    assert all(app.registry.get(c.message_type).model is c.model for c in REGISTRY)  # type: ignore[union-attr]

@@ -1,0 +1,131 @@
+"""The application object: what a team brings to the engine, under one name.
+
+An ``App`` holds a team's saga definitions, the adapters it runs (if any), and any extra
+message models; its contract registry is derived from what those declare. The command line
+finds it by reference, as ``uvicorn`` and ``celery -A`` do::
+
+    # onboarding/app.py
+    app = App("onboarding", sagas=[onboarding_saga()], adapters=[crm_adapter()])
+
+    $ bus-orchestrator run --app onboarding.app:app        # or BUS_APP=onboarding.app:app
+
+The reference may name a factory instead, called with the ``Settings`` if it takes a
+parameter (``onboarding.app:create_app``). The app's name prefixes its queues, so several
+apps share one broker and one database without seeing each other's traffic.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus_orchestrator.adapters.adapter import Adapter
+from bus_orchestrator.config import Settings
+from bus_orchestrator.core.definition import SagaDefinition
+from bus_orchestrator.core.messages import ContractRegistry, Event, Message
+from bus_orchestrator.core.state import SagaStatus
+from bus_orchestrator.errors import AppLoadError, DefinitionError
+
+APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoCase:
+    """One saga the demo starts: the event that starts it, and the status it must reach."""
+
+    scenario: str
+    event: Event
+    correlation_id: str
+    expected: SagaStatus
+
+
+DemoPlan = Callable[[int], Sequence[DemoCase]]
+"""Given a number of sagas, the cases ``bus-orchestrator demo`` runs for an app."""
+
+
+@dataclass(frozen=True, eq=False)
+class App:
+    """A team's application: its name, sagas, adapters and message contracts."""
+
+    name: str
+    """Lower-case letters, digits and '-'; it names the app's queues and contract ids."""
+    sagas: Sequence[SagaDefinition[Any, Any]] = ()
+    adapters: Sequence[Adapter] = ()
+    contracts: Sequence[type[Message]] = ()
+    """Models beyond those the sagas and adapters declare (say, events others publish)."""
+    version: str = "0.1.0"
+    title: str = ""
+    """The title of the app's AsyncAPI document; its name when empty."""
+    description: str = ""
+    demo: DemoPlan | None = None
+    registry: ContractRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not APP_NAME.match(self.name):
+            raise DefinitionError(
+                f"app name {self.name!r} must be lower-case letters, digits and '-', "
+                "starting with a letter (at most 40)"
+            )
+        for what, names in (
+            ("saga", [s.name for s in self.sagas]),
+            ("adapter", [a.name for a in self.adapters]),
+        ):
+            if len(set(names)) != len(names):
+                raise DefinitionError(f"app {self.name!r}: {what} names must be unique: {names}")
+        registry = ContractRegistry()
+        models: list[type[Message]] = []
+        for saga in self.sagas:
+            models += sorted(saga.message_models(), key=lambda m: m.message_type)
+        for adapter in self.adapters:
+            models += sorted(adapter.message_models(), key=lambda m: m.message_type)
+        models += self.contracts
+        for model in models:
+            try:
+                registry.register(model)
+            except ValueError as exc:
+                raise DefinitionError(f"app {self.name!r}: {exc}") from exc
+        object.__setattr__(self, "registry", registry)
+
+    @property
+    def document_title(self) -> str:
+        return self.title or self.name
+
+
+def load_app(reference: str, settings: Settings | None = None) -> App:
+    """The app a ``module:attribute`` reference names (an ``App``, or a factory of one).
+
+    The current directory is importable, as for ``python -m``. Raises ``AppLoadError`` with
+    a one-line reason when the reference does not lead to an app.
+    """
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise AppLoadError(
+            f"--app takes module:attribute, e.g. onboarding.app:app; got {reference!r}"
+        )
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise AppLoadError(f"no module {module_name!r} to take the app from") from exc
+        raise
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise AppLoadError(f"module {module_name!r} has no {attribute!r}") from exc
+    if isinstance(target, App):
+        return target
+    if callable(target):
+        wants_settings = bool(inspect.signature(target).parameters)
+        made = target(settings or Settings()) if wants_settings else target()
+        if isinstance(made, App):
+            return made
+        raise AppLoadError(f"{reference} returned {type(made).__name__}, not an App")
+    raise AppLoadError(f"{reference} is a {type(target).__name__}, not an App or a factory of one")
