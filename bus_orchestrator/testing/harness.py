@@ -33,7 +33,7 @@ from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import Command, Message, Reply
 from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance, StepStatus, saga_id_for
 from bus_orchestrator.errors import DeadLetterReason, DefinitionError, InvalidMessageError
-from bus_orchestrator.ports import HistoryEntry, PendingPublish
+from bus_orchestrator.ports import HistoryEntry, OutboxMessage, PendingPublish
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
 from bus_orchestrator.store.memory import InMemorySagaStore
@@ -185,33 +185,62 @@ class SagaHarness:
             self.bus.unbind(queue, self.topology.commands, message_type)
         self.bus.bind(self._scripted_queue, self.topology.commands, message_type)
 
+    def message(
+        self,
+        payload: Message,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        message_id: str | None = None,
+        source: str = TEST_SOURCE,
+    ) -> OutboxMessage:
+        """``payload`` encoded by the codec for its exchange, as a client would send it.
+
+        The message id is ``message_id``, or derived from a counter (runs are repeatable).
+        ``bus.raw_message`` turns it into the delivery a consumer's ``handle`` takes.
+        """
+        self._published += 1
+        return encode(
+            message_id=message_id or str(uuid.uuid5(ID_NAMESPACE, f"test:{self._published}")),
+            payload=payload,
+            exchange=self.topology.exchange_for(payload.kind),
+            source=source,
+            time=self.clock(),
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
     async def publish(
         self,
-        message: Message,
+        payload: Message,
         *,
         correlation_id: str | None = None,
         causation_id: str | None = None,
         message_id: str | None = None,
         source: str = TEST_SOURCE,
     ) -> str:
-        """Publish an event (or a reply, or a command) to its exchange, as a client would.
-
-        It is delivered by the next ``run_until_idle``. Returns its message id (given, or
-        derived from a counter, so runs are repeatable).
-        """
-        self._published += 1
-        message_id = message_id or str(uuid.uuid5(ID_NAMESPACE, f"test:{self._published}"))
-        encoded = encode(
-            message_id=message_id,
-            payload=message,
-            exchange=self.topology.exchange_for(message.kind),
-            source=source,
-            time=self.clock(),
+        """Publish an event (or a reply, or a command) to its exchange; the next
+        ``run_until_idle`` delivers it. Returns its message id."""
+        encoded = self.message(
+            payload,
             correlation_id=correlation_id,
             causation_id=causation_id,
+            message_id=message_id,
+            source=source,
         )
         await self.bus.publish(encoded)
-        return message_id
+        return encoded.message_id
+
+    async def answer(self, command: SentCommand, reply: Reply) -> str:
+        """Publish ``reply`` to a command sent earlier, as its adapter would (same reply id
+        for every answer to one command). For a command left unanswered by ``reply()``."""
+        return await self.publish(
+            reply,
+            correlation_id=command.correlation_id,
+            causation_id=command.message_id,
+            message_id=reply_id_for(command.message_id),
+            source=SCRIPT_SOURCE,
+        )
 
     async def run_until_idle(self) -> None:
         """Do all the work there is at the current time: publish the committed outbox,
