@@ -290,9 +290,15 @@ class SagaHarness:
         for message in self.bus.published:
             if message.exchange != self.topology.commands:
                 continue
-            inbound = decode(
-                raw_message(message), self.app.registry, self.settings.max_message_bytes
-            )
+            try:
+                inbound = decode(
+                    raw_message(message), self.app.registry, self.settings.max_message_bytes
+                )
+            except InvalidMessageError as exc:
+                raise HarnessError(
+                    f"a command sent is not readable with the app's contracts ({exc}): "
+                    "declare it with Step(sends=...) or App(contracts=...)"
+                ) from exc
             assert isinstance(inbound.payload, Command)  # noqa: S101 - on bus.commands
             sent.append(
                 SentCommand(

@@ -20,7 +20,7 @@ from bus_orchestrator.testing import DEFAULT_START, HarnessError, SagaHarness
 from bus_orchestrator.testing.bus import InMemoryBus, topic_matches
 from contracts import ChargePayment, OrderCancelled, PaymentDeclined, StockReserved
 from example import create_app
-from tests.integration.harness import order
+from tests.integration.harness import SCENARIOS, order
 
 
 @pytest.mark.parametrize(
@@ -41,20 +41,17 @@ def test_topic_bindings_match_as_amqp_does(pattern: str, key: str, matches: bool
     assert topic_matches(pattern, key) is matches
 
 
-async def test_the_example_runs_on_its_own_adapters() -> None:
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+async def test_the_example_runs_on_its_own_adapters(scenario: str) -> None:
+    changes, status, commands = SCENARIOS[scenario]
     harness = SagaHarness(create_app())
-    await harness.publish(order("o-1"))
+    await harness.publish(order("o-1", **changes))
     await harness.run_until_idle()
-    saga = await harness.saga("o-1")
-    assert saga.status is SagaStatus.COMPLETED
-    assert harness.command_types() == [
-        "inventory.reserve_stock.v1",
-        "payments.charge_payment.v1",
-        "shipping.create_shipment.v1",
-    ]
+    assert (await harness.saga("o-1")).status is status
+    assert harness.command_types() == commands
     # the replies came through the adapter kit: one record per command in its log
-    assert len(harness.command_log.records) == 3
-    assert [c.correlation_id for c in harness.commands] == ["o-1"] * 3
+    assert len(harness.command_log.records) == len(commands)
+    assert {c.correlation_id for c in harness.commands} == {"o-1"}
     assert harness.dead_letters == [] and harness.unroutable == []
 
 
@@ -216,5 +213,22 @@ async def test_a_reply_published_by_the_test_reaches_its_saga() -> None:
     assert (await harness.steps("o-1"))["reserve_stock"] is StepStatus.SUCCEEDED
 
 
-def test_the_bus_records_what_it_routes() -> None:
-    assert InMemoryBus().published == []
+async def test_a_command_the_app_cannot_read_is_a_clear_error() -> None:
+    adapter = Adapter("door")
+
+    @adapter.handles(Knock, replies=(Knocked,))
+    async def knock(command: Knock, ctx: CommandContext) -> Knocked:
+        return Knocked()
+
+    without_adapter = App("knock", sagas=knock_app(adapter).sagas)  # Knock is undeclared
+    harness = SagaHarness(without_adapter)
+    await harness.publish(Ping(key="k"))
+    await harness.run_until_idle()
+    assert len(harness.bus.unroutable) == 1
+    with pytest.raises(HarnessError, match=r"declare it with Step\(sends=...\)"):
+        _ = harness.commands
+
+
+def test_a_fresh_bus_has_seen_nothing() -> None:
+    bus = InMemoryBus()
+    assert (bus.published, bus.dead_letters, bus.unroutable, bus.pending) == ([], [], [], 0)
