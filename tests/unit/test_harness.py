@@ -132,8 +132,8 @@ async def test_bad_input_and_a_failing_script_are_dead_lettered_with_reasons() -
     await harness.run_until_idle()
     reasons = [(d.message_type, d.reason, d.by) for d in harness.dead_letters]
     assert reasons == [
-        ("orders.order_placed.v1", "not-a-cloudevent", "bus.coordinator"),
-        ("payments.charge_payment.v1", "handler-error", "bus.scripted"),
+        ("orders.order_placed.v1", "not-a-cloudevent", harness.topology.queue("coordinator")),
+        ("payments.charge_payment.v1", "handler-error", harness.topology.queue("scripted")),
     ]
     assert "ZeroDivisionError" in harness.dead_letters[1].detail
     # the dead letter itself went out on bus.dead, reason in its headers
@@ -180,7 +180,7 @@ async def test_a_delivery_requeued_past_the_limit_is_dead_lettered() -> None:
     assert (dead.message_type, dead.reason, dead.by) == (
         "tests.knock.v1",
         "delivery-limit",
-        "bus.adapter.door",
+        harness.topology.queue("adapter.door"),
     )
     assert (await harness.saga("k")).status is SagaStatus.RUNNING  # its timer takes over
 
