@@ -413,17 +413,32 @@ def contracts_check(
 def demo(
     orders: Annotated[int, typer.Option("--orders", min=4, help="how many orders")] = 24,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 120.0,
+    embedded: Annotated[
+        bool,
+        typer.Option(
+            "--embedded", help="in memory: no RabbitMQ, no Postgres (the test harness's bus)"
+        ),
+    ] = False,
     log_level: LogLevel = "warning",
     app_ref: AppOption = None,
 ) -> None:
     """Migrate, run the app's coordinator and adapters in this process, start a mix of
     sagas (the app's demo plan), and show how each one ends. Exits 0 only if every saga
-    reached its expected status. Without --app, the example of the source repository."""
-    from bus_orchestrator.demo import run_demo
+    reached its expected status. Without --app, the example of the source repository.
+    When RabbitMQ or Postgres is unreachable, it says so and runs embedded instead."""
+    from bus_orchestrator.demo import run_demo, run_embedded_demo, unreachable
 
     settings = _settings()
     _configure_logging(log_level, settings)
     application = _app(app_ref or EXAMPLE_APP, settings)
+    if not embedded and (reason := _run(unreachable(settings))) is not None:
+        errors.print(f"[yellow]{escape(reason)}: running the demo embedded, in memory[/]")
+        embedded = True
+    if embedded:
+        ok = _run(
+            run_embedded_demo(settings, application, orders, wait_seconds=timeout, console=console)
+        )
+        raise typer.Exit(0 if ok else 1)
     with _telemetry(settings, "bus-demo") as telemetry:
         ok = _run(
             run_demo(

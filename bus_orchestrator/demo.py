@@ -1,8 +1,12 @@
-"""``bus-orchestrator demo``: an app's sagas over the real broker and database.
+"""``bus-orchestrator demo``: an app's sagas over the real broker and database, or in memory.
 
 It migrates, runs the app's coordinator and adapters in this process, starts the sagas of
 the app's demo plan (each steered by its data to a known end), shows progress live, and
 ends with a summary. It succeeds only if every saga reached the status its case expects.
+
+The embedded mode (``demo --embedded``, and plain ``demo`` when RabbitMQ or Postgres is
+unreachable) runs the same plan through ``bus_orchestrator.testing.SagaHarness``: the same
+coordinator, codec and adapters over the in-memory bus and store, on a clock of its own.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from rich.table import Table
 from bus_orchestrator.app import App, DemoCase
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
+from bus_orchestrator.errors import BrokerUnavailableError, StoreUnavailableError
 from bus_orchestrator.runtime.publishing import Publication, publish_all
 from bus_orchestrator.runtime.service import CoordinatorService
+from bus_orchestrator.startup import quiet, waiting_for
 from bus_orchestrator.store.migrate import migrate
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from bus_orchestrator.store.session import connect_once
 from bus_orchestrator.telemetry.setup import Telemetry
+from bus_orchestrator.testing.harness import SagaHarness
 from bus_orchestrator.transport.topology import connect
 
 
@@ -109,22 +116,91 @@ async def run_demo(
             stop_adapters.set()
             await service.stop()
             await adapters_task
-        console.print()
-        console.print(_summary(plan, seen))
-        failures = [
-            cid
-            for cid, case in plan.items()
-            if cid not in seen or seen[cid].status is not case.expected
-        ]
-        if failures:
-            console.print(f"[bold red]{len(failures)} sagas did not end as expected[/]")
-            for oid in failures[:10]:
-                console.print(f"  bus-orchestrator sagas show {oid}")
-            return False
-        console.print(f"[bold green]all {len(plan)} sagas ended as expected[/]")
-        return True
+        return _report(plan, seen, console, embedded=False)
     finally:
         await pool.close()
+
+
+def _report(
+    plan: dict[str, DemoCase], seen: dict[str, SagaInstance], console: Console, *, embedded: bool
+) -> bool:
+    """The summary table, and whether every saga ended as its case expects."""
+    console.print()
+    console.print(_summary(plan, seen))
+    failures = [
+        cid
+        for cid, case in plan.items()
+        if cid not in seen or seen[cid].status is not case.expected
+    ]
+    if failures:
+        console.print(f"[bold red]{len(failures)} sagas did not end as expected[/]")
+        for oid in failures[:10]:
+            if embedded:  # gone with the process: say what became of it here
+                found = seen.get(oid)
+                console.print(f"  {oid}: {found.status if found else 'never started'}", end="")
+                console.print(f" ({found.failure})" if found and found.failure else "")
+            else:
+                console.print(f"  bus-orchestrator sagas show {oid}")
+        return False
+    console.print(f"[bold green]all {len(plan)} sagas ended as expected[/]")
+    return True
+
+
+async def unreachable(settings: Settings) -> str | None:
+    """Why the demo cannot use RabbitMQ or Postgres (``RabbitMQ at host:port: connection
+    refused``), or ``None`` when both answer."""
+    try:
+        with quiet():
+            try:  # a broker that hangs (a firewalled port) is as unreachable as a refusal
+                async with asyncio.timeout(settings.db_connect_timeout_seconds):
+                    connection = await connect(settings.amqp_url)
+            except TimeoutError as exc:
+                raise BrokerUnavailableError("no answer") from exc
+            await connection.close()
+            conn = await connect_once(settings)
+            await conn.close()
+    except (BrokerUnavailableError, StoreUnavailableError) as exc:
+        return waiting_for(exc, settings)
+    return None
+
+
+async def run_embedded_demo(
+    settings: Settings, app: App, count: int, *, wait_seconds: float, console: Console
+) -> bool:
+    """The demo plan in memory: no broker, no database. Timers run on the harness's clock,
+    so a saga that waits for a timeout is given ``wait_seconds`` of simulated time."""
+    if app.demo is None:
+        console.print(f"[bold red]app {app.name!r} has no demo plan (App(demo=...))[/]")
+        return False
+    harness = SagaHarness(app, settings=settings)
+    started = harness.clock.now
+    plan = {case.correlation_id: case for case in app.demo(count)}
+    console.print(f"starting {len(plan)} sagas in memory (embedded: no RabbitMQ, no Postgres) ...")
+    for cid, case in plan.items():
+        await harness.publish(case.event, correlation_id=cid, source="urn:bus-orchestrator:demo")
+    await harness.run_until_idle()
+    if not await _all_final(harness, plan):
+        await harness.advance(timedelta(seconds=wait_seconds))
+    seen = {}
+    for cid in plan:
+        found = await harness.store.find(cid)
+        if found:
+            seen[cid] = found[0]
+    simulated = (harness.clock.now - started).total_seconds()
+    console.print(_progress(app.document_title, plan, seen, simulated))
+    for dead in harness.dead_letters:
+        console.print(
+            f"[yellow]dead-lettered {dead.message_type} ({dead.reason}): {dead.detail}[/]"
+        )
+    return _report(plan, seen, console, embedded=True)
+
+
+async def _all_final(harness: SagaHarness, plan: dict[str, DemoCase]) -> bool:
+    for cid in plan:
+        found = await harness.store.find(cid)
+        if not found or not found[0].status.terminal:
+            return False
+    return True
 
 
 async def _wait_for_adapters(

@@ -88,7 +88,8 @@ _KNOWN: tuple[tuple[type[BaseException], str], ...] = (
 
 
 @contextlib.contextmanager
-def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+def quiet(names: tuple[str, ...] = NOISY_LOGGERS) -> Iterator[None]:
+    """Silence these loggers (they report each failed connection attempt) meanwhile."""
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -135,7 +136,7 @@ async def until_started(
         before_sleep=say,
         reraise=True,
     )
-    with _quiet(NOISY_LOGGERS):
+    with quiet():
         async for attempt in retrying:
             with attempt:
                 if stop.is_set() or not await _attempt(start, undo, stop):

@@ -39,3 +39,4 @@ def test_the_wheel_holds_the_engine_and_nothing_else(tmp_path: Path) -> None:
     # and what the engine needs at run time is in it
     assert "bus_orchestrator/store/migrations/0001_initial.sql" in names
     assert "bus_orchestrator/py.typed" in names
+    assert "bus_orchestrator/testing/pytest_plugin.py" in names  # the public test harness

@@ -1,41 +1,37 @@
-"""The coordinator over the in-memory store: outages, duplicates and races, without I/O."""
+"""The coordinator over the in-memory store: outages, duplicates and races, without I/O.
+
+The harness wires it (bus, store, codec); the stores here inject the faults."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from bus_orchestrator.app import App
+from bus_orchestrator.core.messages import ContractRegistry
 from bus_orchestrator.core.state import SagaStatus
-from bus_orchestrator.errors import StoreUnavailableError
+from bus_orchestrator.errors import DefinitionError, StoreUnavailableError
 from bus_orchestrator.ports import Change, Committed, PendingPublish
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.store.memory import InMemorySagaStore
-from bus_orchestrator.transport.codec import RawMessage, encode
+from bus_orchestrator.testing import SagaHarness
+from bus_orchestrator.testing.bus import raw_message
+from bus_orchestrator.transport.codec import RawMessage
 from bus_orchestrator.transport.consumer import DeadLetter, Verdict
-from bus_orchestrator.transport.topology import Topology
-from contracts import REGISTRY, StockReserved
+from contracts import OrderPlaced, StockReserved
 from sagas import all_sagas
 from tests.integration.harness import order
 
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-TOPOLOGY = Topology("t.")
-
-
-class Relay:
-    def __init__(self) -> None:
-        self.rows: list[PendingPublish] = []
-
-    def submit(self, rows: Sequence[PendingPublish]) -> None:
-        self.rows.extend(rows)
+APP = App("order-to-cash", sagas=all_sagas())
 
 
 class FlakyStore(InMemorySagaStore):
     """Fails the next ``outages`` calls, as a Postgres restart would."""
 
     def __init__(self, outages: int = 0) -> None:
-        super().__init__(outbox_lease=timedelta(seconds=10))
+        super().__init__()
         self.outages = outages
         self.commits = 0
         self.race: Any = None
@@ -58,83 +54,71 @@ class FlakyStore(InMemorySagaStore):
         return await super().commit(change)
 
 
-def coordinator(store: InMemorySagaStore, relay: Relay) -> Coordinator:
-    return Coordinator(
-        all_sagas(),
-        REGISTRY,
-        store,
-        relay,
-        TOPOLOGY,
-        lambda: NOW,
-        source="urn:test",
-        max_message_bytes=100_000,
-    )
+def on(store: InMemorySagaStore) -> SagaHarness:
+    return SagaHarness(APP, adapters=False, store=store)
 
 
-def raw(
-    payload: Any, message_id: str, correlation: str | None = None, causation: str | None = None
-) -> RawMessage:
-    out = encode(
-        message_id=message_id,
-        payload=payload,
-        exchange=TOPOLOGY.exchange_for(payload.kind),
-        source="urn:test",
-        time=NOW,
-        correlation_id=correlation,
-        causation_id=causation,
-    )
-    return RawMessage(out.body, out.headers, out.content_type, routing_key=out.routing_key)
+def delivery(harness: SagaHarness, payload: Any, message_id: str, **attributes: Any) -> RawMessage:
+    return raw_message(harness.message(payload, message_id=message_id, **attributes))
 
 
 async def test_a_store_outage_holds_the_message_and_retries_it() -> None:
-    store, relay = FlakyStore(outages=3), Relay()
-    verdict = await coordinator(store, relay).handle(raw(order("o-1"), "e-1"))
+    store = FlakyStore(outages=3)
+    harness = on(store)
+    verdict = await harness.coordinator.handle(delivery(harness, order("o-1"), "e-1"))
     assert verdict is Verdict.ACK
-    [saga] = await store.find("o-1")
-    assert saga.status is SagaStatus.RUNNING
-    assert [r.message.message_type for r in relay.rows] == ["inventory.reserve_stock.v1"]
+    await harness.run_until_idle()
+    assert (await harness.saga("o-1")).status is SagaStatus.RUNNING
+    assert harness.command_types() == ["inventory.reserve_stock.v1"]
 
 
 async def test_shutdown_during_an_outage_requeues_the_message() -> None:
-    store, relay = FlakyStore(outages=10_000), Relay()
-    subject = coordinator(store, relay)
-    handling = asyncio.create_task(subject.handle(raw(order("o-2"), "e-2")))
+    store = FlakyStore(outages=10_000)
+    harness = on(store)
+    handling = asyncio.create_task(
+        harness.coordinator.handle(delivery(harness, order("o-2"), "e-2"))
+    )
     await asyncio.sleep(0.3)
-    subject.stop()
+    harness.coordinator.stop()
     assert await asyncio.wait_for(handling, 10) is Verdict.REQUEUE
     assert await store.find("o-2") == []
 
 
 async def test_a_redelivered_message_is_acknowledged_and_changes_nothing() -> None:
-    store, relay = FlakyStore(), Relay()
-    subject = coordinator(store, relay)
+    store = FlakyStore()
+    harness = on(store)
     for _ in range(3):
-        assert await subject.handle(raw(order("o-3"), "e-3")) is Verdict.ACK
-    assert len(relay.rows) == 1 and store.commits == 1
+        await harness.publish(order("o-3"), message_id="e-3")
+    await harness.run_until_idle()
+    assert len(harness.commands) == 1 and store.commits == 1
+    assert harness.dead_letters == []
 
 
 async def test_a_concurrent_change_is_reloaded_and_decided_again() -> None:
-    store, relay = FlakyStore(), Relay()
-    subject = coordinator(store, relay)
-    await subject.handle(raw(order("o-4"), "e-4"))
-    [saga] = await store.find("o-4")
-    command_id = relay.rows[0].message.message_id
+    store = FlakyStore()
+    harness, other = on(store), on(store)  # two coordinators on one store
+    await harness.publish(order("o-4"))
+    await harness.run_until_idle()
+    saga = await harness.saga("o-4")
+    command_id = harness.commands[0].message_id
     reply = StockReserved(order_id="o-4", reservation_id="r")
     # Between our load and our commit, another coordinator handles the same reply under
     # another delivery: our commit conflicts, we reload, and find the reply is now stale.
-    other = coordinator(store, Relay())
-    store.race = lambda: other.handle(raw(reply, "rep-a", "o-4", command_id))
-    assert await subject.handle(raw(reply, "rep-b", "o-4", command_id)) is Verdict.ACK
-    [after] = await store.find("o-4")
+    store.race = lambda: other.coordinator.handle(
+        delivery(other, reply, "rep-a", correlation_id="o-4", causation_id=command_id)
+    )
+    mine = delivery(harness, reply, "rep-b", correlation_id="o-4", causation_id=command_id)
+    assert await harness.coordinator.handle(mine) is Verdict.ACK
+    after = await harness.saga("o-4")
     assert after.version == saga.version + 1
     assert after.steps[0].status == "succeeded"
-    history = await store.history(saga.saga_id)
+    history = await harness.history("o-4")
     assert [h.outcome for h in history if h.message_id == "rep-b"] == ["ignored"]
 
 
 async def test_bad_input_is_a_dead_letter_verdict_not_an_exception() -> None:
-    store, relay = FlakyStore(), Relay()
-    verdict = await coordinator(store, relay).handle(RawMessage(b"{}", {}, "application/json"))
+    harness = on(FlakyStore())
+    verdict = await harness.coordinator.handle(RawMessage(b"{}", {}, "application/json"))
     assert isinstance(verdict, DeadLetter) and verdict.reason == "not-a-cloudevent"
 
 
@@ -154,8 +138,10 @@ class HangingStore(FlakyStore):
 
 async def test_stopping_while_an_attempt_is_under_way_requeues_not_dead_letters() -> None:
     store = HangingStore()
-    subject = coordinator(store, Relay())
-    handling = asyncio.create_task(subject.handle(raw(order("o-6"), "e-6")))
+    harness = on(store)
+    handling = asyncio.create_task(
+        harness.coordinator.handle(delivery(harness, order("o-6"), "e-6"))
+    )
     # the first attempt fails at once; wait for a retry to be under way, then stop
     await asyncio.wait_for(store.entered.wait(), 5)
     store.release.set()
@@ -163,27 +149,28 @@ async def test_stopping_while_an_attempt_is_under_way_requeues_not_dead_letters(
     store.release.clear()
     store.entered.clear()
     await asyncio.wait_for(store.entered.wait(), 10)
-    subject.stop()
+    harness.coordinator.stop()
     store.release.set()
     assert await asyncio.wait_for(handling, 10) is Verdict.REQUEUE
 
 
+class NeverUsed:
+    """A relay for a coordinator that must refuse to be built."""
+
+    def submit(self, rows: list[PendingPublish]) -> None:
+        raise AssertionError("nothing should be committed")
+
+
 def test_a_saga_using_an_unregistered_message_is_refused_at_start() -> None:
-    import pytest
-
-    from bus_orchestrator.core.messages import ContractRegistry
-    from bus_orchestrator.errors import DefinitionError
-    from contracts import OrderPlaced
-
-    partial = ContractRegistry([OrderPlaced])
+    harness = on(FlakyStore())
     with pytest.raises(DefinitionError, match="does not hold"):
         Coordinator(
             all_sagas(),
-            partial,
-            FlakyStore(),
-            Relay(),
-            TOPOLOGY,
-            lambda: NOW,
+            ContractRegistry([OrderPlaced]),
+            harness.store,
+            NeverUsed(),
+            harness.topology,
+            harness.clock,
             source="urn:test",
             max_message_bytes=1000,
         )

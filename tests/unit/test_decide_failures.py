@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from pydantic import SecretStr
 
+from bus_orchestrator.app import App
 from bus_orchestrator.core import (
     CommandRefused,
     Inbound,
@@ -18,7 +19,9 @@ from bus_orchestrator.core import (
     decide,
 )
 from bus_orchestrator.core.messages import REDACTED
-from contracts import OrderPlaced
+from bus_orchestrator.core.state import SagaInstance
+from bus_orchestrator.testing import SagaHarness
+from contracts import ChargePayment, CreateShipment, OrderPlaced, ReserveStock
 from sagas import order_to_cash
 from tests.unit.test_decide import (
     CHARGED,
@@ -26,9 +29,9 @@ from tests.unit.test_decide import (
     OID,
     RELEASED,
     RESERVED,
+    SAGA,
     SHIPPED,
     T0,
-    Run,
     placed,
 )
 
@@ -46,14 +49,26 @@ def boom(*_: object) -> object:
     raise ValueError("the ERP changed its mind")
 
 
+def harness() -> SagaHarness:
+    return SagaHarness(App("order-to-cash", sagas=[SAGA]), adapters=False)
+
+
+async def saga_after(harness: SagaHarness, *answers: object) -> SagaInstance:
+    """The saga's state once its order is placed and ``answers`` replied, in turn."""
+    await harness.publish(placed(), message_id="e-1")
+    await harness.run_until_idle()
+    for answer in answers:
+        await harness.answer(harness.commands[-1], answer)  # type: ignore[arg-type]
+        await harness.run_until_idle()
+    return await harness.saga(OID)
+
+
 def test_saga_code_that_raises_fails_the_saga_with_the_error() -> None:
     saga = broken("charge_payment", command=boom)
-    run = Run()
-    started = decide(saga, None, Inbound("e-1", placed(), OID), T0)
-    run.instance = started.instance
-    assert run.instance is not None
-    reply = Inbound("r-1", RESERVED, OID, run.instance.pending_command_id)
-    decision = decide(saga, run.instance, reply, T0 + timedelta(seconds=1))
+    started = decide(saga, None, Inbound("e-1", placed(), OID), T0).instance
+    assert started is not None
+    reply = Inbound("r-1", RESERVED, OID, started.pending_command_id)
+    decision = decide(saga, started, reply, T0 + timedelta(seconds=1))
     assert decision.outcome is Outcome.FAILED and isinstance(decision.error, ValueError)
     assert decision.send == ()
     failed = decision.instance
@@ -61,7 +76,7 @@ def test_saga_code_that_raises_fails_the_saga_with_the_error() -> None:
     assert failed.failure == (
         "saga code raised on inventory.stock_reserved.v1: ValueError: the ERP changed its mind"
     )
-    assert failed.version == run.instance.version + 1
+    assert failed.version == started.version + 1
     assert (failed.pending_command_id, failed.deadline) == (None, None)
     # a failed saga takes no further messages
     late = decide(saga, failed, Inbound("r-2", CHARGED, OID, "x"), T0 + timedelta(seconds=2))
@@ -99,52 +114,64 @@ def test_timer_whose_resend_raises_fails_the_saga() -> None:
     assert decision.instance is not None and decision.instance.deadline is None
 
 
-def test_a_refused_forward_command_fails_its_step_and_compensates_the_earlier_ones() -> None:
-    run = Run()
-    run.event(placed())
-    run.reply(RESERVED)
-    charge = run.state.pending_command_id
+async def test_a_refused_forward_command_fails_its_step_and_compensates_the_earlier_ones() -> None:
+    state = await saga_after(harness(), RESERVED)
+    charge = state.pending_command_id
     assert charge is not None
-    decision = run.feed(CommandRefused(run.state.saga_id, charge, "5000 bytes, limit 1000", "m"))
+    refused = CommandRefused(state.saga_id, charge, "5000 bytes, limit 1000", "m")
+    decision = decide(SAGA, state, refused, T0)
     assert [o.payload.message_type for o in decision.send] == ["inventory.release_stock.v1"]
     assert [o.causation_id for o in decision.send] == ["m"]
-    assert run.step_statuses()[1] == ("charge_payment", StepStatus.FAILED)
-    assert run.state.failure == "step charge_payment failed: 5000 bytes, limit 1000"
-    run.reply(RELEASED)
-    assert run.state.status is SagaStatus.COMPENSATED
+    after = decision.instance
+    assert after is not None and after.steps[1].status is StepStatus.FAILED
+    assert after.failure == "step charge_payment failed: 5000 bytes, limit 1000"
+    release = Inbound("r-9", RELEASED, OID, after.pending_command_id)
+    done = decide(SAGA, after, release, T0).instance
+    assert done is not None and done.status is SagaStatus.COMPENSATED
 
 
-def test_a_refused_compensation_fails_the_saga_for_an_operator() -> None:
-    run = Run()
-    run.event(placed())
-    run.reply(RESERVED)
-    release = run.reply(DECLINED).send[0]
-    decision = run.feed(CommandRefused(run.state.saga_id, release.message_id, "too big", "m"))
+async def test_a_refused_compensation_fails_the_saga_for_an_operator() -> None:
+    state = await saga_after(harness(), RESERVED, DECLINED)
+    release = state.pending_command_id
+    assert release is not None
+    decision = decide(SAGA, state, CommandRefused(state.saga_id, release, "too big", "m"), T0)
     assert decision.send == ()
-    assert run.state.status is SagaStatus.FAILED
-    assert run.step_statuses()[0] == ("reserve_stock", StepStatus.COMPENSATION_FAILED)
+    after = decision.instance
+    assert after is not None and after.status is SagaStatus.FAILED
+    assert after.steps[0].status is StepStatus.COMPENSATION_FAILED
 
 
-def test_a_refusal_of_a_command_no_longer_awaited_is_ignored() -> None:
-    run = Run()
-    run.event(placed())
-    decision = run.feed(CommandRefused(run.state.saga_id, "other", "too big", "m"))
+async def test_a_refusal_of_a_command_no_longer_awaited_is_ignored() -> None:
+    state = await saga_after(harness())
+    decision = decide(SAGA, state, CommandRefused(state.saga_id, "other", "too big", "m"), T0)
     assert decision.outcome is Outcome.IGNORED
 
 
-def test_a_finished_saga_keeps_no_secret_in_its_data() -> None:
+async def test_a_finished_saga_keeps_no_secret_in_its_data() -> None:
     event = placed().model_copy(update={"payment_token": SecretStr("tok_4242")})
     assert isinstance(event, OrderPlaced)
-    run = Run()
-    run.feed(Inbound("e-1", event, OID))
+    subject = harness()
+    for command, reply in (
+        (ReserveStock, RESERVED),
+        (ChargePayment, CHARGED),
+        (CreateShipment, SHIPPED),
+    ):
+        subject.reply(command, lambda _, reply=reply: reply)  # type: ignore[misc]
+    subject.reply(ReserveStock)  # held back: look at the saga while it runs
+    await subject.publish(event)
+    await subject.run_until_idle()
     # while the saga runs, the token is there for the commands that need it
-    assert run.state.data["order"]["payment_token"] == "tok_4242"
-    run.reply(RESERVED)
-    run.reply(CHARGED)
-    run.reply(SHIPPED)
-    assert run.state.status is SagaStatus.COMPLETED
-    assert run.state.data["order"]["payment_token"] == REDACTED
-    assert "tok_4242" not in run.state.model_dump_json()
+    running = await subject.saga(OID)
+    assert running.data["order"]["payment_token"] == "tok_4242"
+    await subject.answer(subject.commands[-1], RESERVED)
+    await subject.run_until_idle()
+    done = await subject.saga(OID)
+    assert done.status is SagaStatus.COMPLETED
+    assert done.data["order"]["payment_token"] == REDACTED
+    assert "tok_4242" not in done.model_dump_json()
+    # nor in its history: the commands that carried it are recorded masked
+    history = await subject.history(OID)
+    assert "tok_4242" not in repr([h.payload for h in history])
 
 
 def test_a_saga_failed_by_its_own_code_keeps_no_secret_either() -> None:
