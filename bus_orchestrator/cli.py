@@ -410,6 +410,25 @@ def contracts_check(
 
 
 @app.command()
+def new(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="the project folder to create")],
+) -> None:
+    """Create a project for a new team: its own package with contracts, a saga, adapters
+    and tests that run the saga in memory. Its tests pass at once."""
+    from bus_orchestrator.scaffold import package_name, scaffold
+
+    try:
+        written = scaffold(directory)
+    except DefinitionError as exc:
+        errors.print(f"[bold red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+    package = package_name(directory)
+    console.print(f"wrote {len(written)} files to {directory}; next:")
+    console.print(f"  cd {directory} && python -m pytest")
+    console.print(f"  bus-orchestrator run --app {package}.app:app")
+
+
+@app.command()
 def demo(
     orders: Annotated[int, typer.Option("--orders", min=4, help="how many orders")] = 24,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 120.0,

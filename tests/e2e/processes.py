@@ -31,11 +31,14 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-async def cli(settings: Settings, *args: str, **extra: str) -> tuple[int, str, str]:
-    """Run one command to its end; returns exit code, stdout and stderr."""
+async def cli(
+    settings: Settings, *args: str, cwd: Path | None = None, **extra: str
+) -> tuple[int, str, str]:
+    """Run one command to its end (in ``cwd``); returns exit code, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
         *CLI,
         *args,
+        cwd=cwd,
         env=env_for(settings, **extra),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -84,7 +87,7 @@ class Processes:
         self.logs: list[Path] = []
 
     async def start(
-        self, settings: Settings, *args: str, **extra: str
+        self, settings: Settings, *args: str, cwd: Path | None = None, **extra: str
     ) -> asyncio.subprocess.Process:
         log = self.log_dir / f"{'-'.join(args)}-{len(self.logs)}.log"
         self.logs.append(log)
@@ -92,6 +95,7 @@ class Processes:
             process = await asyncio.create_subprocess_exec(
                 *CLI,
                 *args,
+                cwd=cwd,
                 env=env_for(settings, **extra),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=stderr,

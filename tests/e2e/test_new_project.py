@@ -1,0 +1,103 @@
+"""``bus-orchestrator new``: a team's project, outside this repository, whose tests pass at
+once with the harness and whose app runs with ``--app`` on the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bus_orchestrator.config import Settings
+from tests.conftest import TestBus
+from tests.e2e.processes import Processes, cli, wait_for_consumers
+
+pytestmark = pytest.mark.e2e
+
+APP = "acme_onboarding.app:app"
+
+
+@pytest.fixture
+async def project(tmp_path: Path, settings: Settings) -> Path:
+    target = tmp_path / "acme-onboarding"
+    code, out, err = await cli(settings, "new", str(target))
+    assert code == 0, err
+    assert "bus-orchestrator run --app acme_onboarding.app:app" in out
+    return target
+
+
+def run_in(project: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - the test's own fixed commands
+        [sys.executable, "-m", *command],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_the_new_project_tests_pass_at_once_and_lint_clean(project: Path) -> None:
+    assert sorted(p.name for p in (project / "acme_onboarding").iterdir()) == [
+        "__init__.py",
+        "adapters.py",
+        "app.py",
+        "contracts.py",
+        "sagas.py",
+    ]
+    tests = await asyncio.to_thread(run_in, project, "pytest", "-q", "-p", "no:cacheprovider")
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "4 passed" in tests.stdout
+    lint = await asyncio.to_thread(run_in, project, "ruff", "check", ".")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+async def test_the_new_project_runs_with_app_on_the_real_services(
+    project: Path, settings: Settings, db_schema: str, bus: TestBus, processes: Processes
+) -> None:
+    env = {"BUS_APP": APP}
+    assert (await cli(settings, "migrate", cwd=project, **env))[0] == 0
+    await processes.start(settings, "run", cwd=project, **env)
+    await processes.start(settings, "adapters", cwd=project, **env)
+    await wait_for_consumers(
+        bus.connection, settings, ("coordinator", "adapter.crm", "adapter.mail")
+    )
+    for customer, email in (("c-1", "ann@example.com"), ("c-2", "bounce@example.com")):
+        data = json.dumps({"customer_id": customer, "email": email})
+        code, _, err = await cli(
+            settings,
+            "publish",
+            "acme_onboarding.customer_signed_up.v1",
+            "--data",
+            data,
+            "--correlation-id",
+            customer,
+            cwd=project,
+            **env,
+        )
+        assert code == 0, err
+    wanted = {"c-1": "completed", "c-2": "compensated"}
+    seen: dict[str, str] = {}
+    for _ in range(150):
+        for customer in wanted:
+            code, out, _ = await cli(
+                settings, "sagas", "show", customer, "--json", cwd=project, **env
+            )
+            if code == 0:
+                seen[customer] = json.loads(out)["status"]
+        if seen == wanted:
+            break
+        await asyncio.sleep(0.2)
+    assert seen == wanted
+
+
+async def test_new_refuses_a_folder_that_is_not_empty(tmp_path: Path, settings: Settings) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file.txt").write_text("mine")
+    code, _, err = await cli(settings, "new", str(tmp_path / "taken"))
+    assert code == 2 and "not an empty folder" in err
+    code, _, err = await cli(settings, "new", str(tmp_path / "9lives"))
+    assert code == 2 and "package name" in err
