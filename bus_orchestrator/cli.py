@@ -27,6 +27,7 @@ from bus_orchestrator.app import App, load_app
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.errors import (
+    AppConflictError,
     AppLoadError,
     BrokerUnavailableError,
     DefinitionError,
@@ -128,7 +129,7 @@ def _run(coro: Awaitable[T]) -> T:
         _unreachable("Postgres", Settings().database_url, exc)
     except BrokerUnavailableError as exc:
         _unreachable("RabbitMQ", Settings().amqp_url, exc)
-    except (SchemaNotMigratedError, TopologyMismatchError) as exc:
+    except (AppConflictError, SchemaNotMigratedError, TopologyMismatchError) as exc:
         errors.print(f"[bold red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
 

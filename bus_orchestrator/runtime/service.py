@@ -21,14 +21,14 @@ from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import ContractRegistry
 from bus_orchestrator.periodic import Periodic
-from bus_orchestrator.ports import AppScope, Clock
+from bus_orchestrator.ports import Clock
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.housekeeping import Housekeeping
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
 from bus_orchestrator.startup import until_started
 from bus_orchestrator.store.migrate import require_migrated
-from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
+from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool, register_app
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.transport.connections import BrokerConnections
 from bus_orchestrator.transport.consumer import QueueConsumer
@@ -122,7 +122,7 @@ class CoordinatorService:
         scope = (
             None
             if self.app is None
-            else AppScope(self.app, tuple(d.name for d in self._definitions))
+            else await register_app(self._pool, self.app, [d.name for d in self._definitions])
         )
         self.store = PostgresSagaStore(self._pool, lease, scope)
         self.connections = await BrokerConnections.open(settings.amqp_url, "coordinator")

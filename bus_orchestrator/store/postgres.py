@@ -16,6 +16,7 @@ import asyncpg
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus, saga_id_for
+from bus_orchestrator.errors import AppConflictError
 from bus_orchestrator.ports import (
     AppScope,
     ByCorrelation,
@@ -63,6 +64,26 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             server_settings={"search_path": settings.database_schema},
             reset=_keep_session,
         )
+
+
+async def register_app(pool: asyncpg.Pool, app: str, saga_types: Sequence[str]) -> AppScope:
+    """Record that ``app`` runs ``saga_types`` on this database, and return its scope: every
+    saga type it ever ran here (one it no longer defines stays its own, so its timers are
+    still claimed, and fail, rather than wait forever).
+
+    Raises ``AppConflictError`` when another app holds one of the types.
+    """
+    with postgres_errors:
+        rows = await pool.fetch(Queries.load().register_app, app, list(saga_types))
+    taken = sorted((r["saga_type"], r["app"]) for r in rows if r["app"] != app)
+    if taken:
+        held = ", ".join(f"{saga_type!r} by app {other!r}" for saga_type, other in taken)
+        raise AppConflictError(
+            f"app {app!r} defines saga types another app on this database runs ({held}): "
+            "saga names must differ between apps (an app renamed: change its name in "
+            "the table saga_type_app)"
+        )
+    return AppScope(app, tuple(sorted({r["saga_type"] for r in rows} | set(saga_types))))
 
 
 def _as_uuid(value: str) -> str | None:

@@ -7,7 +7,7 @@ rows of no app (written before migration 0007, or by a store of no app) as well.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -15,9 +15,12 @@ import pytest
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus
+from bus_orchestrator.errors import AppConflictError
 from bus_orchestrator.ports import AppScope, Change, Direction, HistoryEntry, OutboxMessage
-from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
-from tests.integration.harness import migrated, sql
+from bus_orchestrator.runtime.service import CoordinatorService
+from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool, register_app
+from tests.conftest import TestBus
+from tests.integration.harness import migrated, sql, start_coordinator
 from tests.integration.test_timer_loop_postgres import awaiting_stock
 
 pytestmark = pytest.mark.integration
@@ -102,3 +105,32 @@ async def test_each_app_takes_its_own_rows_and_those_of_no_app(
         " (SELECT count(*) FROM saga WHERE saga_type = 'a_saga') AS a_sagas",
     )
     assert dict(left[0]) == {"sagas": 2, "history": 1, "inbox": 3, "outbox": 1, "a_sagas": 1}
+
+
+async def test_a_saga_type_is_one_apps_and_stays_so(
+    settings: Settings, pool: asyncpg.Pool, bus: TestBus
+) -> None:
+    assert await register_app(pool, "app-a", ["a_saga"]) == AppScope("app-a", ("a_saga",))
+    with pytest.raises(AppConflictError, match=r"'a_saga' by app 'app-a'"):
+        await register_app(pool, "app-b", ["b_saga", "a_saga"])
+    assert await register_app(pool, "app-b", ["b_saga"]) == AppScope("app-b", ("b_saga",))
+    # a type the app no longer defines stays its own (its timers are still its to fire)
+    assert await register_app(pool, "app-a", ["c_saga"]) == AppScope("app-a", ("a_saga", "c_saga"))
+
+    # a second app running the example's saga on the example's database does not start
+    example = await start_coordinator(settings)  # the example app: order_to_cash is its own
+    try:
+        service = await _stopping(start_coordinator(settings, app="order-to-cash-copy"))
+    finally:
+        await example.stop()
+    assert isinstance(service, AppConflictError)
+    assert "'order_to_cash' by app 'order-to-cash'" in str(service)
+
+
+async def _stopping(starting: Awaitable[CoordinatorService]) -> CoordinatorService | Exception:
+    try:
+        service = await starting
+    except AppConflictError as exc:
+        return exc
+    await service.stop()
+    return service
