@@ -27,6 +27,7 @@ from bus_orchestrator.app import App, load_app
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.errors import (
+    AppConflictError,
     AppLoadError,
     BrokerUnavailableError,
     DefinitionError,
@@ -128,7 +129,7 @@ def _run(coro: Awaitable[T]) -> T:
         _unreachable("Postgres", Settings().database_url, exc)
     except BrokerUnavailableError as exc:
         _unreachable("RabbitMQ", Settings().amqp_url, exc)
-    except (SchemaNotMigratedError, TopologyMismatchError) as exc:
+    except (AppConflictError, SchemaNotMigratedError, TopologyMismatchError) as exc:
         errors.print(f"[bold red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
 
@@ -155,20 +156,40 @@ LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning
 
 
 @app.command()
-def migrate() -> None:
-    """Apply the database migrations (idempotent; safe to run concurrently)."""
+def migrate(
+    adapters_only: Annotated[
+        bool,
+        typer.Option(
+            "--adapters",
+            help="only the adapters' command log, in BUS_ADAPTERS_DATABASE_URL (for an "
+            "adapters process that does not reach the orchestrator's database)",
+        ),
+    ] = False,
+) -> None:
+    """Apply the database migrations (idempotent; safe to run concurrently).
+
+    The orchestrator's database gets them all; an adapters database of its own
+    (BUS_ADAPTERS_DATABASE_URL / _SCHEMA) gets those of the command log."""
     from bus_orchestrator.store.session import connect_once
 
     settings = _settings()
 
-    async def main() -> list[str]:
+    async def apply_to(target: Settings, only: str | None) -> list[str]:
         from bus_orchestrator.store.migrate import migrate as apply
 
-        conn = await connect_once(settings)
+        conn = await connect_once(target)
         try:
-            return await apply(conn, settings.database_schema)
+            return await apply(conn, target.database_schema, only)
         finally:
             await conn.close()
+
+    async def main() -> list[str]:
+        from bus_orchestrator.store.migrate import ADAPTER_MIGRATIONS
+
+        applied = [] if adapters_only else await apply_to(settings, None)
+        if adapters_only or settings.adapters_apart:
+            applied += await apply_to(settings.for_adapters(), ADAPTER_MIGRATIONS)
+        return applied
 
     applied = _run(main())
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
@@ -186,7 +207,12 @@ def run(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
         _run(
             _until_signalled(
                 lambda stop: run_coordinator(
-                    settings, application.sagas, application.registry, stop, telemetry
+                    settings,
+                    application.sagas,
+                    application.registry,
+                    stop,
+                    telemetry,
+                    app=application.name,
                 )
             )
         )
@@ -206,7 +232,13 @@ def adapters(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
     with _telemetry(settings, "bus-adapters") as telemetry:
         _run(
             _until_signalled(
-                lambda stop: run_adapters(settings, application.adapters, stop, telemetry=telemetry)
+                lambda stop: run_adapters(
+                    settings,
+                    application.adapters,
+                    stop,
+                    telemetry=telemetry,
+                    app=application.name,
+                )
             )
         )
 

@@ -21,6 +21,15 @@ class Settings(BaseSettings):
         pattern=r"^[a-z_][a-z0-9_]*$",
         description="Postgres schema for all tables",
     )
+    adapters_database_url: str | None = Field(
+        default=None,
+        description="Database of the adapters' command log; BUS_DATABASE_URL when unset",
+    )
+    adapters_database_schema: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Postgres schema of the adapters' command log; BUS_DATABASE_SCHEMA when unset",
+    )
     exchange_prefix: str = Field(
         default="", pattern=r"^[A-Za-z0-9_.-]*$", description="Prefix of every exchange and queue"
     )
@@ -81,3 +90,25 @@ class Settings(BaseSettings):
     jaeger_ui_url: str | None = Field(
         default=None, description="Base URL of the Jaeger UI, for links to a saga's trace"
     )
+
+    def for_adapters(self) -> Settings:
+        """These settings with the adapters' database (their command log) as the database.
+
+        A team's adapters need not reach the orchestrator's database: they keep their log
+        wherever ``BUS_ADAPTERS_DATABASE_URL`` and ``BUS_ADAPTERS_DATABASE_SCHEMA`` say.
+        """
+        return self.model_copy(
+            update={
+                "database_url": self.adapters_database_url or self.database_url,
+                "database_schema": self.adapters_database_schema or self.database_schema,
+            }
+        )
+
+    @property
+    def adapters_apart(self) -> bool:
+        """Whether the adapters keep their command log elsewhere than the orchestrator."""
+        log = self.for_adapters()
+        return (log.database_url, log.database_schema) != (
+            self.database_url,
+            self.database_schema,
+        )

@@ -207,7 +207,7 @@ async def _wait_for_adapters(
     service: CoordinatorService, settings: Settings, app: App, wait_seconds: float
 ) -> None:
     """Commands published before an adapter's queue exists would be unroutable."""
-    names = [service.topology.queue(f"adapter.{a.name}") for a in app.adapters]
+    names = [service.topology.adapter_queue(service.app, a.name) for a in app.adapters]
     connection = await connect(settings.amqp_url)
     try:
         deadline = time.monotonic() + wait_seconds

@@ -10,6 +10,7 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── TimerError                       a due timer cannot be fired here (e.g. unknown saga type)
 ├── AppLoadError                     an --app reference that names no application
 ├── SchemaNotMigratedError           the database lacks migrations this version needs
+├── AppConflictError                 another app on the database runs a saga type of this one
 ├── ContractCheckError               contracts cannot be compared (unknown ref, bad schema file)
 ├── TopologyMismatchError            RabbitMQ refuses to declare an exchange or queue as the
 │                                    engine does (it exists with other arguments, or access)
@@ -92,6 +93,11 @@ class AppLoadError(BusOrchestratorError):
 
 class SchemaNotMigratedError(BusOrchestratorError):
     """The database schema lacks migrations this version needs."""
+
+
+class AppConflictError(BusOrchestratorError):
+    """Another application on the same database runs a saga type this one defines: the two
+    would share that type's sagas, timers and parked events."""
 
 
 class ContractCheckError(BusOrchestratorError):

@@ -155,6 +155,20 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class AppScope:
+    """One application's share of a store that several apps use.
+
+    Its sagas (and their timers and parked events) are those of its saga types, which no
+    other app on the database defines; its inbox, history and outbox rows carry its name.
+    A store given a scope writes the name and lets its relay, timers, park sweep and
+    housekeeping take only these rows; one without a scope takes every row.
+    """
+
+    app: str
+    saga_types: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DueTimer:
     """A saga whose deadline has passed, claimed by one process for a lease."""
 

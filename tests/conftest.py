@@ -70,6 +70,11 @@ def settings(amqp_url: str, database_url: str, unique_name: str) -> Settings:
 
 
 STANDARD_QUEUES = (
+    # the example app's, and those of the engine run without an app
+    "bus.order-to-cash.coordinator",
+    "bus.order-to-cash.adapter.inventory",
+    "bus.order-to-cash.adapter.payments",
+    "bus.order-to-cash.adapter.shipping",
     "bus.coordinator",
     "bus.adapter.inventory",
     "bus.adapter.payments",

@@ -19,7 +19,7 @@ from bus_orchestrator.adapters.retention import CommandLogRetention
 from bus_orchestrator.config import Settings
 from bus_orchestrator.errors import DefinitionError
 from bus_orchestrator.startup import until_started
-from bus_orchestrator.store.migrate import require_migrated
+from bus_orchestrator.store.migrate import ADAPTER_MIGRATIONS, require_migrated
 from bus_orchestrator.store.postgres import create_pool
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.transport.connections import BrokerConnections
@@ -30,9 +30,10 @@ from bus_orchestrator.transport.topology import Topology
 log = logging.getLogger(__name__)
 
 
-def work_queue_name(adapter: Adapter) -> str:
-    """The queue an adapter consumes, before the prefix: ``adapter.<name>``."""
-    return f"adapter.{adapter.name}"
+def work_queue_name(adapter: Adapter, app: str | None = None) -> str:
+    """The queue an adapter of ``app`` consumes, before the prefix: ``<app>.adapter.<name>``
+    (``adapter.<name>`` without an app)."""
+    return f"adapter.{adapter.name}" if app is None else f"{app}.adapter.{adapter.name}"
 
 
 @dataclass
@@ -54,17 +55,21 @@ async def run_adapters(
     grace: float = 30.0,
     telemetry: Telemetry | None = None,
     connections: BrokerConnections | None = None,
+    app: str | None = None,
 ) -> None:
     """Consume each adapter's work queue until ``stop`` is set, then shut down gracefully.
 
-    Declares the shared exchanges and one quorum work queue per adapter, bound to the
-    command types it handles. While Postgres or RabbitMQ cannot be reached at start-up, it
-    waits for them (one log line per attempt) until ``stop`` is set. On stop, consumers are
-    cancelled and deliveries in hand get up to ``grace`` seconds to finish; any left
-    unsettled go back to the queue when the connection closes. ``pool`` (with
-    ``search_path`` set to the schema) and ``connections`` are opened, and closed, here
-    when not given. Meanwhile the command log is purged of rows older than
-    ``settings.command_log_retention_seconds``, every ``settings.housekeeping_seconds``.
+    Declares the shared exchanges and one quorum work queue per adapter of ``app``
+    (``bus.<app>.adapter.<name>``), bound to the command types it handles. While Postgres
+    or RabbitMQ cannot be reached at start-up, it waits for them (one log line per
+    attempt) until ``stop`` is set. On stop, consumers are cancelled and deliveries in hand
+    get up to ``grace`` seconds to finish; any left unsettled go back to the queue when the
+    connection closes. ``pool`` (with ``search_path`` set to the schema) and
+    ``connections`` are opened, and closed, here when not given: the pool on the adapters'
+    own database (``settings.adapters_database_url`` and ``_schema``, by default the
+    orchestrator's), which needs only the command log's tables. Meanwhile the command log
+    is purged of rows older than ``settings.command_log_retention_seconds``, every
+    ``settings.housekeeping_seconds``.
     """
     names = [adapter.name for adapter in adapters]
     if len(set(names)) != len(names):
@@ -73,8 +78,9 @@ async def run_adapters(
     opened = _Opened()
 
     async def open_all() -> None:
-        opened.db = pool if pool is not None else await create_pool(settings)
-        await require_migrated(opened.db, settings.database_schema)
+        log_settings = settings.for_adapters()
+        opened.db = pool if pool is not None else await create_pool(log_settings)
+        await require_migrated(opened.db, log_settings.database_schema, only=ADAPTER_MIGRATIONS)
         opened.connections = connections or await BrokerConnections.open(
             settings.amqp_url, "adapters"
         )
@@ -89,7 +95,7 @@ async def run_adapters(
             opened.queues.append(
                 await topology.declare_work_queue(
                     consume_channel,
-                    topology.queue(work_queue_name(adapter)),
+                    topology.queue(work_queue_name(adapter, app)),
                     [(topology.commands, command_type) for command_type in adapter.command_types],
                 )
             )
@@ -103,7 +109,7 @@ async def run_adapters(
                 await opened.db.close()
         opened.db, opened.connections, opened.publisher, opened.queues = None, None, None, []
 
-    if not await until_started(open_all, close_all, settings=settings, stop=stop):
+    if not await until_started(open_all, close_all, settings=settings.for_adapters(), stop=stop):
         return
     assert opened.db is not None and opened.connections is not None  # noqa: S101
     assert opened.publisher is not None  # noqa: S101
@@ -118,7 +124,7 @@ async def run_adapters(
     retention.start()
     try:
         for adapter, queue in zip(adapters, opened.queues, strict=True):
-            queue_name = work_queue_name(adapter)
+            queue_name = work_queue_name(adapter, app)
             processor = CommandProcessor(
                 adapter,
                 command_log,

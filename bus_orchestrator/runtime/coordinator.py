@@ -77,7 +77,9 @@ from bus_orchestrator.transport.topology import Topology
 log = logging.getLogger(__name__)
 
 REPLY_CONSUMER = "replies"
-"""Inbox name for replies: a reply belongs to whichever saga awaits its command."""
+"""Inbox name for replies (``replies.<app>`` in an app): a reply belongs to whichever saga
+awaits its command, so the inbox knows replies per app, not per saga type. Two apps whose
+sagas consume one reply type each get a copy, and each must see it as new."""
 MAX_CONFLICTS = 20
 FINISHED_STEP = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.TIMED_OUT)
 
@@ -112,8 +114,10 @@ class Coordinator:
         max_message_bytes: int,
         park_ttl: timedelta = timedelta(hours=1),
         telemetry: Telemetry | None = None,
+        app: str | None = None,
     ) -> None:
         self._definitions = {d.name: d for d in definitions}
+        self._reply_consumer = REPLY_CONSUMER if app is None else f"{REPLY_CONSUMER}.{app}"
         self._registry = registry
         self._store = store
         self._relay = relay
@@ -413,7 +417,7 @@ class Coordinator:
     async def _on_reply(self, inbound: Inbound, delivery: Delivery) -> None:
         if inbound.causation_id is not None:
             timed = await self._load(
-                REPLY_CONSUMER, inbound, ByPendingCommand(inbound.causation_id)
+                self._reply_consumer, inbound, ByPendingCommand(inbound.causation_id)
             )
             if timed.loaded.seen:
                 self._metrics.duplicate("coordinator")
@@ -422,19 +426,19 @@ class Coordinator:
             definition = self._definitions.get(instance.saga_type) if instance else None
             if instance is not None and definition is not None:
                 key = BySagaId(instance.saga_id)
-                await self._apply(definition, REPLY_CONSUMER, inbound, key, delivery, timed)
+                await self._apply(definition, self._reply_consumer, inbound, key, delivery, timed)
                 return
         # Nobody awaits this reply: find its saga, if any, so the record lands in its history.
         if inbound.correlation_id is not None:
             for definition in self._replies.get(inbound.message_type, []):
                 by_correlation = ByCorrelation(definition.name, inbound.correlation_id)
-                timed = await self._load(REPLY_CONSUMER, inbound, by_correlation)
+                timed = await self._load(self._reply_consumer, inbound, by_correlation)
                 if timed.loaded.instance is not None:
                     await self._apply(
-                        definition, REPLY_CONSUMER, inbound, by_correlation, delivery, timed
+                        definition, self._reply_consumer, inbound, by_correlation, delivery, timed
                     )
                     return
-        await self._record(REPLY_CONSUMER, inbound, delivery, "no saga awaits this reply")
+        await self._record(self._reply_consumer, inbound, delivery, "no saga awaits this reply")
 
     async def _load(self, consumer: str, message: Inbound | TimerFired, key: SagaKey) -> Timed:
         started = time.time_ns()

@@ -28,7 +28,7 @@ from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
 from bus_orchestrator.startup import until_started
 from bus_orchestrator.store.migrate import require_migrated
-from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
+from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool, register_app
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.transport.connections import BrokerConnections
 from bus_orchestrator.transport.consumer import QueueConsumer
@@ -43,7 +43,14 @@ def utc_now() -> datetime:
 
 
 class CoordinatorService:
-    """One coordinator process. Several may run against the same queue and database."""
+    """One coordinator process. Several may run against the same queue and database.
+
+    ``app`` is the name of the application whose sagas these are: its coordinators consume
+    the queue ``bus.<app>.coordinator``, bound only to the types its sagas consume, and its
+    timers, park sweep, relay and housekeeping take only its own rows, so several apps
+    share one broker and one database. Without it, the queue is ``bus.coordinator`` and
+    every row is taken (one app alone).
+    """
 
     def __init__(
         self,
@@ -51,12 +58,15 @@ class CoordinatorService:
         definitions: Sequence[SagaDefinition[Any, Any]],
         registry: ContractRegistry,
         *,
+        app: str | None = None,
         clock: Clock = utc_now,
         pool: asyncpg.Pool | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
+        self.app = app
         self.topology = Topology(settings.exchange_prefix, settings.delivery_limit)
+        self.queue_name = self.topology.coordinator_queue(app)
         self._definitions = definitions
         self._registry = registry
         self._clock = clock
@@ -98,7 +108,7 @@ class CoordinatorService:
         log.info(
             "coordinator running: %s on %s",
             ", ".join(d.name for d in self._definitions),
-            self.topology.queue("coordinator"),
+            self.queue_name,
         )
         return True
 
@@ -109,7 +119,12 @@ class CoordinatorService:
             self._pool = await create_pool(settings)
         await require_migrated(self._pool, settings.database_schema)
         lease = timedelta(seconds=settings.outbox_lease_seconds)
-        self.store = PostgresSagaStore(self._pool, lease)
+        scope = (
+            None
+            if self.app is None
+            else await register_app(self._pool, self.app, [d.name for d in self._definitions])
+        )
+        self.store = PostgresSagaStore(self._pool, lease, scope)
         self.connections = await BrokerConnections.open(settings.amqp_url, "coordinator")
         publish_channel = await self.connections.publish.channel(publisher_confirms=True)
         consume_channel = await self.connections.consume.channel()
@@ -134,9 +149,10 @@ class CoordinatorService:
             max_message_bytes=settings.max_message_bytes,
             park_ttl=timedelta(seconds=settings.park_ttl_seconds),
             telemetry=self._telemetry,
+            app=self.app,
         )
         self._queue = await self.topology.declare_work_queue(
-            consume_channel, self.topology.queue("coordinator"), self.coordinator.bindings()
+            consume_channel, self.queue_name, self.coordinator.bindings()
         )
 
     async def _disconnect(self) -> None:
@@ -221,9 +237,11 @@ async def run_coordinator(
     registry: ContractRegistry,
     stop: asyncio.Event,
     telemetry: Telemetry | None = None,
+    *,
+    app: str | None = None,
 ) -> None:
     """Run until ``stop`` is set, then shut down cleanly."""
-    service = CoordinatorService(settings, definitions, registry, telemetry=telemetry)
+    service = CoordinatorService(settings, definitions, registry, app=app, telemetry=telemetry)
     try:
         if await service.start(stop):
             await stop.wait()

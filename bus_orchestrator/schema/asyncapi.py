@@ -16,7 +16,7 @@ from typing import Any
 
 from bus_orchestrator.core.messages import Contract, ContractRegistry, MessageKind
 from bus_orchestrator.errors import DefinitionError
-from bus_orchestrator.schema.participants import Participant
+from bus_orchestrator.schema.participants import COORDINATOR, Participant
 from bus_orchestrator.transport.topology import Topology
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -77,6 +77,14 @@ bound to receive goes to their alternate exchange, the fanout `bus.unroutable` (
 never dropped. Every exchange and queue name may carry a deployment prefix
 (`BUS_EXCHANGE_PREFIX`, e.g. `staging.bus.events`); the names in this document are unprefixed.
 
+The exchanges, `bus.dead` and `bus.unroutable` are shared by every application on the
+broker. The work queues are each application's own, named after it: this one's (`{app}`)
+coordinators consume `bus.{app}.coordinator`, and each of its adapters
+`bus.{app}.adapter.<adapter>`, each bound only to the types it receives. Another
+application on the same broker has queues of its own and never receives this one's
+traffic; a command type should be handled by one application's adapter only (two adapters
+bound to it would each carry it out).
+
 The engine declares them at start-up with exactly the arguments below; a client declaring
 one of them must use the same (RabbitMQ refuses a declaration whose arguments differ, and
 the engine then stops with one line naming the exchange or queue and the argument). The same
@@ -133,7 +141,34 @@ def _arguments(arguments: dict[str, str | int]) -> str:
     return ", ".join(f"`{k}`: `{v}`" for k, v in arguments.items()) or "none"
 
 
-def topology_table(topology: Topology) -> str:
+def _work_queues(
+    topology: Topology, app_id: str, participants: Sequence[Participant]
+) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """The app's work queues: name, what it carries, and its ``(exchange, routing key)``
+    bindings (the types its coordinator or adapter receives)."""
+    queues = []
+    for participant in participants:
+        bindings = [(topology.exchange_for(m.kind), m.message_type) for m in participant.receives]
+        if participant.name == COORDINATOR:
+            queues.append(
+                (
+                    topology.coordinator_queue(app_id),
+                    "the coordinator's events and replies",
+                    bindings,
+                )
+            )
+        else:
+            queues.append(
+                (
+                    topology.adapter_queue(app_id, participant.name),
+                    f"the commands of adapter {participant.name}",
+                    bindings,
+                )
+            )
+    return queues
+
+
+def topology_table(topology: Topology, app_id: str, participants: Sequence[Participant]) -> str:
     """The exchanges and queues the engine declares, as a markdown table."""
     rows = [
         "| name | kind | arguments | carries |",
@@ -149,17 +184,19 @@ def topology_table(topology: Topology) -> str:
             f"| `{queue.name}` | queue, durable | {_arguments(queue.arguments)} | {queue.purpose} |"
         )
     work = _arguments(topology.work_queue_arguments())
-    for name, what in (
-        ("bus.coordinator", "the coordinator's events and replies"),
-        ("bus.adapter.<name>", "one adapter's commands"),
-    ):
-        rows.append(f"| `{name}` | queue, durable | {work} | {what} |")
+    for name, what, bindings in _work_queues(topology, app_id, participants):
+        keys = ", ".join(f"`{key}`" for _, key in bindings) or "nothing"
+        rows.append(f"| `{name}` | queue, durable | {work} | {what}, bound to {keys} |")
     limit = "`x-delivery-limit` is `BUS_DELIVERY_LIMIT` (default 20)."
     return "\n".join(rows) + "\n\n" + limit
 
 
-def topology_extension(topology: Topology) -> dict[str, Any]:
-    """``x-topology``: every exchange and queue the engine declares, with its arguments."""
+def topology_extension(
+    topology: Topology, app_id: str, participants: Sequence[Participant]
+) -> dict[str, Any]:
+    """``x-topology``: every exchange and queue the engine declares for the app, with its
+    arguments and bindings (the shared exchanges and dead-letter queues, and the app's own
+    work queues)."""
     work = topology.work_queue_arguments()
     return {
         "exchanges": [
@@ -183,8 +220,13 @@ def topology_extension(topology: Topology) -> dict[str, Any]:
                 for q in topology.parking_queues()
             ),
             *(
-                {"name": name, "durable": True, "arguments": dict(work)}
-                for name in (topology.queue("coordinator"), topology.queue("adapter.<name>"))
+                {
+                    "name": name,
+                    "durable": True,
+                    "arguments": dict(work),
+                    "bindings": [{"exchange": ex, "routingKey": rk} for ex, rk in bindings],
+                }
+                for name, _, bindings in _work_queues(topology, app_id, participants)
             ),
         ],
     }
@@ -381,12 +423,13 @@ def component_schemas(contracts: Sequence[Contract]) -> dict[str, Any]:
     return {name: schemas[name] for name in sorted(schemas)}
 
 
-def _description(description: str, participants: Sequence[Participant]) -> str:
+def _description(description: str, participants: Sequence[Participant], app_id: str) -> str:
     parts = [description.strip()] if description.strip() else []
     parts.append(
         "## Participants\n\n" + "\n".join(f"- **{p.name}**: {p.description}" for p in participants)
     )
-    parts.append(WIRE_RULES.strip().replace("{topology}", topology_table(Topology())))
+    table = topology_table(Topology(), app_id, participants)
+    parts.append(WIRE_RULES.strip().replace("{topology}", table).replace("{app}", app_id))
     return "\n\n".join(parts) + "\n"
 
 
@@ -435,7 +478,7 @@ def asyncapi_document(
         "info": {
             "title": title,
             "version": version,
-            "description": _description(description, parties),
+            "description": _description(description, parties, app_id),
         },
         "defaultContentType": CONTENT_TYPE,
         "servers": {
@@ -457,5 +500,5 @@ def asyncapi_document(
             "messages": {ids[c.message_type]: _message(c) for c in contracts},
             "schemas": component_schemas(contracts),
         },
-        "x-topology": topology_extension(topology),
+        "x-topology": topology_extension(topology, app_id, parties),
     }

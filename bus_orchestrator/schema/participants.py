@@ -73,9 +73,9 @@ def _coordinator(definitions: Iterable[SagaDefinition[Any, Any]]) -> Participant
     return Participant(
         name=COORDINATOR,
         description=(
-            f"The saga coordinator (runs {runs}): consumes, from queue bus.coordinator, the "
-            "events that start or affect a saga and the adapters' replies, and sends the "
-            "steps' commands and compensations."
+            f"The saga coordinator (runs {runs}): consumes, from its app's queue "
+            "bus.<app>.coordinator, the events that start or affect a saga and the adapters' "
+            "replies, and sends the steps' commands and compensations."
         ),
         sends=_sorted_unique(sends, COORDINATOR),
         receives=_sorted_unique(receives, COORDINATOR),
@@ -102,8 +102,8 @@ def _adapter(adapter: Adapter) -> Participant:
     return Participant(
         name=adapter.name,
         description=(
-            f"The {adapter.name} adapter: consumes its commands from queue "
-            f"bus.adapter.{adapter.name} and answers each with one reply."
+            f"The {adapter.name} adapter: consumes its commands from its app's queue "
+            f"bus.<app>.adapter.{adapter.name} and answers each with one reply."
         ),
         sends=_sorted_unique(sends, f"adapter {adapter.name!r}"),
         receives=_sorted_unique(receives, f"adapter {adapter.name!r}"),

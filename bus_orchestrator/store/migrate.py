@@ -3,6 +3,11 @@
 Each file in ``store/migrations`` is applied in name order inside one transaction that also
 records it in ``schema_migrations``. The files name tables unqualified; the transaction's
 ``search_path`` points them at the target schema, so one set of files serves any schema.
+
+The files whose name holds ``_adapter_`` concern the adapters' command log alone
+(``adapter_command``, ``adapter_claim``) and nothing else: they are the set an adapters
+database needs (``ADAPTER_MIGRATIONS``), which may be another database than the
+orchestrator's. Every other file concerns the orchestrator's tables.
 """
 
 from __future__ import annotations
@@ -18,13 +23,18 @@ from bus_orchestrator.store.driver_errors import postgres_errors
 _LOCK_NAMESPACE = b"bus_orchestrator.migrate:"
 
 
-def available() -> list[tuple[str, str]]:
-    """Every migration shipped with the package, as ``(version, sql)`` in order."""
+ADAPTER_MIGRATIONS = "_adapter_"
+"""The mark of the migrations of the adapters' command log (``only=`` below)."""
+
+
+def available(only: str | None = None) -> list[tuple[str, str]]:
+    """Every migration shipped with the package (or those whose name holds ``only``), as
+    ``(version, sql)`` in order."""
     folder = files("bus_orchestrator.store").joinpath("migrations")
     found = sorted(
         (entry.name.removesuffix(".sql"), entry)
         for entry in folder.iterdir()
-        if entry.name.endswith(".sql")
+        if entry.name.endswith(".sql") and (only is None or only in entry.name)
     )
     return [(version, entry.read_text(encoding="utf-8")) for version, entry in found]
 
@@ -39,8 +49,9 @@ def lock_key(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
-    """Bring ``schema`` up to date; return the versions applied by this call, in order.
+async def migrate(conn: asyncpg.Connection, schema: str, only: str | None = None) -> list[str]:
+    """Bring ``schema`` up to date (with the migrations whose name holds ``only``, if
+    given); return the versions applied by this call, in order.
 
     Safe to run concurrently from several processes: the advisory lock serialises them, and
     whoever comes second finds nothing left to do.
@@ -59,7 +70,7 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, sql in available():
+        for version, sql in available(only):
             if version in done:
                 continue
             await conn.execute(sql)
@@ -70,8 +81,9 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
     return applied
 
 
-async def require_migrated(pool: asyncpg.Pool, schema: str) -> None:
-    """Refuse to run on a schema that lacks migrations this code needs.
+async def require_migrated(pool: asyncpg.Pool, schema: str, only: str | None = None) -> None:
+    """Refuse to run on a schema that lacks migrations this code needs (those whose name
+    holds ``only``, if given).
 
     Without this, a coordinator started before ``migrate`` would dead-letter every message
     for a missing table; better to stop at once and say what to do.
@@ -86,8 +98,9 @@ async def require_migrated(pool: asyncpg.Pool, schema: str) -> None:
                 if table is not None
                 else set()
             )
-    missing = [version for version, _ in available() if version not in done]
+    missing = [version for version, _ in available(only) if version not in done]
     if missing:
         raise SchemaNotMigratedError(
-            f"schema {schema!r} lacks migrations {missing}: run 'bus-orchestrator migrate'"
+            f"schema {schema!r} lacks migrations {missing}: run 'bus-orchestrator migrate"
+            + (" --adapters'" if only == ADAPTER_MIGRATIONS else "'")
         )

@@ -16,7 +16,9 @@ import asyncpg
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus, saga_id_for
+from bus_orchestrator.errors import AppConflictError
 from bus_orchestrator.ports import (
+    AppScope,
     ByCorrelation,
     ByPendingCommand,
     Change,
@@ -64,6 +66,26 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         )
 
 
+async def register_app(pool: asyncpg.Pool, app: str, saga_types: Sequence[str]) -> AppScope:
+    """Record that ``app`` runs ``saga_types`` on this database, and return its scope: every
+    saga type it ever ran here (one it no longer defines stays its own, so its timers are
+    still claimed, and fail, rather than wait forever).
+
+    Raises ``AppConflictError`` when another app holds one of the types.
+    """
+    with postgres_errors:
+        rows = await pool.fetch(Queries.load().register_app, app, list(saga_types))
+    taken = sorted((r["saga_type"], r["app"]) for r in rows if r["app"] != app)
+    if taken:
+        held = ", ".join(f"{saga_type!r} by app {other!r}" for saga_type, other in taken)
+        raise AppConflictError(
+            f"app {app!r} defines saga types another app on this database runs ({held}): "
+            "saga names must differ between apps (an app renamed: change its name in "
+            "the table saga_type_app)"
+        )
+    return AppScope(app, tuple(sorted({r["saga_type"] for r in rows} | set(saga_types))))
+
+
 def _as_uuid(value: str) -> str | None:
     """The id if it is a UUID, else ``None`` (which matches no row)."""
     try:
@@ -86,10 +108,16 @@ def _single(row: asyncpg.Record | None) -> asyncpg.Record:
 class PostgresSagaStore:
     """Saga state, inbox, history and outbox in one Postgres schema."""
 
-    def __init__(self, pool: asyncpg.Pool, outbox_lease: timedelta) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, outbox_lease: timedelta, scope: AppScope | None = None
+    ) -> None:
         self._pool = pool
         self._outbox_lease = outbox_lease
         self._sql = Queries.load()
+        # With a scope, the rows written carry the app's name, and the background work
+        # (timers, park sweep, relay sweep, purges) takes only the app's rows; NULL: all.
+        self._app = scope.app if scope is not None else None
+        self._types = list(scope.saga_types) if scope is not None else None
 
     # -- the message path --------------------------------------------------------------
 
@@ -153,6 +181,7 @@ class PostgresSagaStore:
             *_outbox_columns(change.outbox),
             change.source,
             change.unparked,
+            self._app,
             *saga_args,
         )
         try:
@@ -192,6 +221,7 @@ class PostgresSagaStore:
                     json.dumps(dict(message.headers)),
                     message.body,
                     message.expires_at,
+                    self._app,
                 )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != _INBOX_KEY:
@@ -206,7 +236,7 @@ class PostgresSagaStore:
 
     async def parked_ready(self, now: datetime, limit: int) -> list[Parked]:
         with postgres_errors:
-            rows = await self._pool.fetch(self._sql.parked_ready, now, limit)
+            rows = await self._pool.fetch(self._sql.parked_ready, now, limit, self._types)
         return [_parked(row) for row in rows]
 
     async def unpark(self, parked_id: int) -> None:
@@ -217,7 +247,7 @@ class PostgresSagaStore:
 
     async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[DueTimer]:
         with postgres_errors:
-            rows = await self._pool.fetch(self._sql.claim_timers, now, lease, limit)
+            rows = await self._pool.fetch(self._sql.claim_timers, now, lease, limit, self._types)
         rows.sort(key=lambda row: (row["deadline"], row["saga_id"]))  # RETURNING is unordered
         return [DueTimer(_instance(row["state"]), row["timer_attempts"]) for row in rows]
 
@@ -272,7 +302,7 @@ class PostgresSagaStore:
 
     async def claim_unsent(self, lease: timedelta, limit: int) -> list[PendingPublish]:
         with postgres_errors:
-            rows = await self._pool.fetch(self._sql.claim_unsent, lease, limit)
+            rows = await self._pool.fetch(self._sql.claim_unsent, lease, limit, self._app)
         rows.sort(key=lambda row: row["id"])  # UPDATE ... RETURNING promises no order
         return [
             PendingPublish(
@@ -300,31 +330,35 @@ class PostgresSagaStore:
     async def purge_inbox(self, older_than: timedelta) -> int:
         """Forget a batch of message ids received longer than ``older_than`` ago."""
         with postgres_errors:
-            deleted: int = await self._pool.fetchval(self._sql.purge_inbox, older_than)
+            deleted: int = await self._pool.fetchval(self._sql.purge_inbox, older_than, self._app)
         return deleted
 
     async def purge_finished(self, older_than: timedelta) -> int:
         """Delete sagas finished longer than ``older_than`` ago, with their history."""
         with postgres_errors:
-            deleted: int = await self._pool.fetchval(self._sql.purge_finished, older_than)
+            deleted: int = await self._pool.fetchval(
+                self._sql.purge_finished, older_than, self._types
+            )
         return deleted
 
     async def purge_orphan_history(self, older_than: timedelta) -> int:
         """Delete history rows of no saga recorded longer than ``older_than`` ago."""
         with postgres_errors:
-            deleted: int = await self._pool.fetchval(self._sql.purge_orphan_history, older_than)
+            deleted: int = await self._pool.fetchval(
+                self._sql.purge_orphan_history, older_than, self._app
+            )
         return deleted
 
     async def purge_sent(self, older_than: timedelta) -> int:
         """Delete rows confirmed longer than ``older_than`` ago; return how many."""
         with postgres_errors:
-            deleted: int = await self._pool.fetchval(self._sql.purge_sent, older_than)
+            deleted: int = await self._pool.fetchval(self._sql.purge_sent, older_than, self._app)
         return deleted
 
     async def outbox_backlog(self) -> tuple[int, float | None]:
         """How many rows await a confirm, and the age in seconds of the oldest of them."""
         with postgres_errors:
-            row = _single(await self._pool.fetchrow(self._sql.outbox_backlog))
+            row = _single(await self._pool.fetchrow(self._sql.outbox_backlog, self._app))
         return row["unsent"], row["oldest_age"]
 
 

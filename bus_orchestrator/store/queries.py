@@ -36,6 +36,7 @@ class Queries:
     purge_finished: str
     purge_orphan_history: str
     outbox_backlog: str
+    register_app: str
 
     @classmethod
     def load(cls) -> Queries:

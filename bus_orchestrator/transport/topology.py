@@ -1,7 +1,10 @@
 """Exchange and queue names and arguments, and their idempotent declaration.
 
 Every name takes the configured prefix, so tests and tenants never see each other's
-messages. Exchanges:
+messages. The exchanges are shared by every application on the broker; the work queues are
+an application's own (``bus.<app>.coordinator``, ``bus.<app>.adapter.<name>``), each bound
+only to the types that app consumes, so several apps share one broker without receiving,
+or dead-lettering, each other's traffic. Exchanges:
 
 - ``bus.events``   (topic) business events, routing key = event type
 - ``bus.commands`` (topic) commands to adapters, routing key = command type
@@ -99,6 +102,20 @@ class Topology:
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}bus.{name}"
+
+    def coordinator_queue(self, app: str | None) -> str:
+        """The work queue of an app's coordinators: ``bus.<app>.coordinator``.
+
+        Without an app (the engine used with no ``App``), ``bus.coordinator``.
+        """
+        return self.queue("coordinator" if app is None else f"{app}.coordinator")
+
+    def adapter_queue(self, app: str | None, adapter: str) -> str:
+        """The work queue of one adapter of an app: ``bus.<app>.adapter.<adapter>``.
+
+        Without an app, ``bus.adapter.<adapter>``.
+        """
+        return self.queue(f"adapter.{adapter}" if app is None else f"{app}.adapter.{adapter}")
 
     def exchanges(self) -> tuple[ExchangeSpec, ...]:
         """The shared exchanges, in the order they are declared (alternates first)."""

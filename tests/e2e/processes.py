@@ -13,7 +13,10 @@ import aio_pika
 from bus_orchestrator.config import Settings
 
 CLI = [sys.executable, "-m", "bus_orchestrator"]
-WORK_QUEUES = ("coordinator", "adapter.inventory", "adapter.payments", "adapter.shipping")
+WORK_QUEUES = tuple(
+    f"order-to-cash.{name}"  # the example app's (BUS_APP below), after the prefix and "bus."
+    for name in ("coordinator", "adapter.inventory", "adapter.payments", "adapter.shipping")
+)
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:

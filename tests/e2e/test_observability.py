@@ -228,9 +228,15 @@ async def test_spans_after_a_coordinator_restart_stay_in_the_saga_trace(
     # The adapters' queues exist, but nobody consumes them until after the restart.
     channel = await bus.channel()
     for name, types in (
-        ("adapter.inventory", ["inventory.reserve_stock.v1", "inventory.release_stock.v1"]),
-        ("adapter.payments", ["payments.charge_payment.v1", "payments.refund_payment.v1"]),
-        ("adapter.shipping", ["shipping.create_shipment.v1"]),
+        (
+            "order-to-cash.adapter.inventory",
+            ["inventory.reserve_stock.v1", "inventory.release_stock.v1"],
+        ),
+        (
+            "order-to-cash.adapter.payments",
+            ["payments.charge_payment.v1", "payments.refund_payment.v1"],
+        ),
+        ("order-to-cash.adapter.shipping", ["shipping.create_shipment.v1"]),
     ):
         await bus.topology.declare_work_queue(
             channel, bus.topology.queue(name), [(bus.topology.commands, t) for t in types]
@@ -242,7 +248,7 @@ async def test_spans_after_a_coordinator_restart_stay_in_the_saga_trace(
         **otel(receiver, "bus-coordinator", **short),
         OTEL_RESOURCE_ATTRIBUTES="service.instance.id=first",
     )
-    await wait_for_consumers(bus.connection, settings, ("coordinator",))
+    await wait_for_consumers(bus.connection, settings, ("order-to-cash.coordinator",))
     await place(settings, receiver, "r-1")
     await wait_for_status(settings, ["r-1"], {SagaStatus.RUNNING})
     assert await processes.stop(first) == 0

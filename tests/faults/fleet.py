@@ -29,7 +29,7 @@ from tests.conftest import TestBus
 from tests.e2e.processes import consumers, env_for
 from tests.faults.ledger import duplicated_side_effects
 from tests.faults.summary import Row, percentile
-from tests.integration.harness import SCENARIOS, order, publish
+from tests.integration.harness import EXAMPLE_APP, SCENARIOS, order, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 COORDINATOR = (sys.executable, "-m", "bus_orchestrator", "run")
@@ -122,10 +122,14 @@ async def wait_for_consumer(
 
 
 def work_queues(bus: TestBus) -> dict[str, str]:
-    prefix = bus.topology.prefix
+    """The example app's work queues (the coordinator runs ``BUS_APP``, the ledger adapters
+    take its name), by their name within the app."""
     return {
-        name: f"{prefix}bus.{name}"
-        for name in ("coordinator", "adapter.inventory", "adapter.payments", "adapter.shipping")
+        "coordinator": bus.topology.coordinator_queue(EXAMPLE_APP),
+        **{
+            f"adapter.{name}": bus.topology.adapter_queue(EXAMPLE_APP, name)
+            for name in ("inventory", "payments", "shipping")
+        },
     }
 
 

@@ -34,6 +34,7 @@ from contracts import (
     StockUnavailable,
 )
 from tests.faults.ledger import Ledger
+from tests.integration.harness import EXAMPLE_APP
 
 
 def ledger_adapters(ledger: Ledger) -> list[Adapter]:
@@ -102,7 +103,7 @@ async def main(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(settings)
     try:
-        await run_adapters(settings, ledger_adapters(Ledger(pool)), stop, pool)
+        await run_adapters(settings, ledger_adapters(Ledger(pool)), stop, pool, app=EXAMPLE_APP)
     finally:
         await pool.close()
 

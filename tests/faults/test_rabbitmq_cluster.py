@@ -36,6 +36,7 @@ from tests.faults.fleet import (
 )
 from tests.faults.services import LocalServices
 from tests.faults.summary import Row
+from tests.integration.harness import EXAMPLE_APP
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -68,7 +69,7 @@ async def test_killing_the_leader_of_the_coordinator_queue_loses_nothing(
     cluster = rabbit_cluster
     on_a = settings.model_copy(update={"amqp_url": cluster.url("a")})
     topology = Topology(settings.exchange_prefix, settings.delivery_limit)
-    coordinator_queue = topology.queue("coordinator")
+    coordinator_queue = topology.coordinator_queue(EXAMPLE_APP)
     via_b = await aio_pika.connect(cluster.url("b"))
     try:
         channel = await via_b.channel()

@@ -58,8 +58,17 @@ def order(
     )
 
 
-async def start_coordinator(settings: Settings, step_timeout: float = 30.0) -> CoordinatorService:
-    service = CoordinatorService(settings, all_sagas(timedelta(seconds=step_timeout)), REGISTRY)
+EXAMPLE_APP = "order-to-cash"
+"""The example app's name (``example.NAME``): its queues are ``bus.order-to-cash.*``."""
+
+
+async def start_coordinator(
+    settings: Settings, step_timeout: float = 30.0, app: str | None = EXAMPLE_APP
+) -> CoordinatorService:
+    """The example's coordinator, as the example app (``app``) runs it."""
+    service = CoordinatorService(
+        settings, all_sagas(timedelta(seconds=step_timeout)), REGISTRY, app=app
+    )
     await service.start()
     return service
 

@@ -36,6 +36,7 @@ from bus_orchestrator.transport.topology import Topology
 from tests.conftest import TestBus
 from tests.e2e.processes import consumers
 from tests.integration.harness import (
+    EXAMPLE_APP,
     migrated,
     order,
     publish,
@@ -95,11 +96,12 @@ async def engine(settings: Settings, db_schema: str, bus: TestBus) -> AsyncItera
     stop = asyncio.Event()
     coordinator = await start_coordinator(settings)
     task = asyncio.create_task(
-        run_adapters(settings, example_adapters(), stop, connections=connections)
+        run_adapters(settings, example_adapters(), stop, connections=connections, app=EXAMPLE_APP)
     )
     try:
-        for name in ("coordinator", "adapter.inventory", "adapter.payments", "adapter.shipping"):
-            await until_consumed(bus, bus.topology.queue(name))
+        await until_consumed(bus, coordinator.queue_name)
+        for name in ("inventory", "payments", "shipping"):
+            await until_consumed(bus, bus.topology.adapter_queue(EXAMPLE_APP, name))
         yield Engine(coordinator, connections, stop, task)
     finally:
         stop.set()

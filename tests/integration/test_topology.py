@@ -73,7 +73,7 @@ async def test_a_work_queue_with_another_delivery_limit_is_named_with_the_argume
 ) -> None:
     await migrated(settings)
     await Topology(settings.exchange_prefix).declare_exchanges(bare)
-    name = f"{settings.exchange_prefix}bus.coordinator"
+    name = f"{settings.exchange_prefix}bus.order-to-cash.coordinator"
     other = Topology(settings.exchange_prefix, delivery_limit=settings.delivery_limit + 1)
     await other.declare_work_queue(bare, name, [])
 

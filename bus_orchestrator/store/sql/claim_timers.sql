@@ -1,4 +1,4 @@
--- Claims up to $3 sagas whose deadline is at or before $1 (the caller's clock) and that no
+-- Claims up to $3 sagas of the types in $4 (NULL: of any type) whose deadline is at or before $1 (the caller's clock) and that no
 -- process holds or is backing off from, earliest deadline first, until $1 + $2 (the lease).
 -- Rows a message commit or another process is writing right now are skipped, not waited
 -- for. Returns each saga's state and how many tries of this deadline failed before (0 for a
@@ -7,6 +7,7 @@
 WITH due AS (
     SELECT saga_id FROM saga
     WHERE deadline <= $1
+      AND ($4::text[] IS NULL OR saga_type = ANY($4::text[]))
       AND (timer_deadline IS DISTINCT FROM deadline OR timer_next_try <= $1)
     ORDER BY deadline, saga_id
     LIMIT $3

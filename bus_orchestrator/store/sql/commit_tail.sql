@@ -8,12 +8,14 @@
 --   $14..$21 outbox columns as arrays: message_id, message_type, exchange, routing_key,
 --            content_type, correlation_id, headers (JSON text), body,
 --   $22 the message's source (the inbox knows a message by consumer, source and id),
---   $23 the parked event this message was (NULL if none): removed once the rest is written.
+--   $23 the parked event this message was (NULL if none): removed once the rest is written,
+--   $24 the app whose coordinator wrote the rows (NULL from a store of no app): the
+--       relay and housekeeping of each app take only its own (migration 0007).
 -- The inbox insert has no ON CONFLICT on purpose: a message seen before raises
 -- unique_violation on saga_inbox_pkey and the whole statement is undone (DUPLICATE).
 inbox_row AS (
-    INSERT INTO saga_inbox (consumer, source, message_id)
-    SELECT $1::text, $22::text, $2::text FROM saga_row
+    INSERT INTO saga_inbox (consumer, source, message_id, app)
+    SELECT $1::text, $22::text, $2::text, $24::text FROM saga_row
     RETURNING 1
 ),
 unparked AS (
@@ -22,9 +24,9 @@ unparked AS (
 ),
 history_rows AS (
     INSERT INTO saga_history (saga_id, at, direction, message_id, message_type,
-                              correlation_id, causation_id, outcome, note, payload)
+                              correlation_id, causation_id, outcome, note, payload, app)
     SELECT $3::uuid, h.at, h.direction, h.message_id, h.message_type,
-           h.correlation_id, h.causation_id, h.outcome, h.note, h.payload::jsonb
+           h.correlation_id, h.causation_id, h.outcome, h.note, h.payload::jsonb, $24::text
     FROM inbox_row,
          unnest($4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
                 $9::text[], $10::text[], $11::text[], $12::text[])
@@ -35,9 +37,9 @@ history_rows AS (
 outbox_rows AS (
     -- Rows are fed in input order, so their serial ids ascend in input order too.
     INSERT INTO outbox (message_id, message_type, exchange, routing_key, content_type,
-                        correlation_id, headers, body, claimed_until)
+                        correlation_id, headers, body, claimed_until, app)
     SELECT o.message_id, o.message_type, o.exchange, o.routing_key, o.content_type,
-           o.correlation_id, o.headers::jsonb, o.body, now() + $13::interval
+           o.correlation_id, o.headers::jsonb, o.body, now() + $13::interval, $24::text
     FROM inbox_row,
          unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
                 $19::text[], $20::text[], $21::bytea[])
