@@ -95,12 +95,19 @@ async def run_demo(
             await conn.close()
         store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
         service = CoordinatorService(
-            settings, app.sagas, app.registry, pool=pool, telemetry=telemetry
+            settings, app.sagas, app.registry, pool=pool, telemetry=telemetry, app=app.name
         )
         await service.start()
         stop_adapters = asyncio.Event()
         adapters_task = asyncio.create_task(
-            run_adapters(settings, app.adapters, stop_adapters, pool=pool, telemetry=telemetry)
+            run_adapters(
+                settings,
+                app.adapters,
+                stop_adapters,
+                pool=pool,
+                telemetry=telemetry,
+                app=app.name,
+            )
         )
         try:
             await _wait_for_adapters(service, settings, app, wait_seconds)

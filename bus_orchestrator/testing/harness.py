@@ -131,6 +131,7 @@ class SagaHarness:
             source=self.settings.source,
             max_message_bytes=self.settings.max_message_bytes,
             park_ttl=timedelta(seconds=self.settings.park_ttl_seconds),
+            app=app.name,
         )
         self._timers = TimerLoop(
             self.store,

@@ -59,12 +59,12 @@ async def test_the_new_project_runs_with_app_on_the_real_services(
     project: Path, settings: Settings, db_schema: str, bus: TestBus, processes: Processes
 ) -> None:
     env = {"BUS_APP": APP}
+    queues = tuple(f"acme-onboarding.{q}" for q in ("coordinator", "adapter.crm", "adapter.mail"))
+    bus.queues += [f"{settings.exchange_prefix}bus.{q}" for q in queues]  # removed after
     assert (await cli(settings, "migrate", cwd=project, **env))[0] == 0
     await processes.start(settings, "run", cwd=project, **env)
     await processes.start(settings, "adapters", cwd=project, **env)
-    await wait_for_consumers(
-        bus.connection, settings, ("coordinator", "adapter.crm", "adapter.mail")
-    )
+    await wait_for_consumers(bus.connection, settings, queues)
     for customer, email in (("c-1", "ann@example.com"), ("c-2", "bounce@example.com")):
         data = json.dumps({"customer_id": customer, "email": email})
         code, _, err = await cli(
