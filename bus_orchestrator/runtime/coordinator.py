@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry.trace import Span
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
@@ -32,7 +32,7 @@ from bus_orchestrator.core.decide import (
 )
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
-from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
+from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus
 from bus_orchestrator.errors import (
     BusOrchestratorError,
     ConcurrencyConflictError,
@@ -54,12 +54,12 @@ from bus_orchestrator.ports import (
     Loaded,
     OutboxMessage,
     Parked,
-    PendingPublish,
     SagaKey,
     SagaStore,
 )
+from bus_orchestrator.runtime.history import entry_in, source_of
 from bus_orchestrator.runtime.ordering import KeyedLocks
-from bus_orchestrator.runtime.parking import parked_dead_letter, parked_message, raw_of
+from bus_orchestrator.runtime.parking import ParkedEvents, Relay
 from bus_orchestrator.runtime.spans import Delivery, SagaSpans, Timed
 from bus_orchestrator.telemetry.logs import bind_saga
 from bus_orchestrator.telemetry.setup import Telemetry
@@ -82,14 +82,6 @@ awaits its command, so the inbox knows replies per app, not per saga type. Two a
 sagas consume one reply type each get a copy, and each must see it as new."""
 MAX_CONFLICTS = 20
 FINISHED_STEP = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.TIMED_OUT)
-
-
-class Relay(Protocol):
-    """What the coordinator hands committed outbox rows to (``runtime.relay.OutboxRelay``)."""
-
-    def submit(self, rows: Sequence[PendingPublish]) -> None:
-        """Publish these rows soon; they are committed already."""
-        ...
 
 
 class StoppingError(BusOrchestratorError):
@@ -125,12 +117,24 @@ class Coordinator:
         self._clock = clock
         self._source = source
         self._max_bytes = max_message_bytes
-        self._park_ttl = park_ttl
         self._order = KeyedLocks()
         self._telemetry = telemetry or Telemetry.disabled()
         self._spans = SagaSpans(self._telemetry.tracer)  # no-ops when tracing is off
         self._metrics = self._telemetry.metrics
         self._stopping = False
+        self._park = ParkedEvents(
+            store,
+            relay,
+            self._apply_parked,
+            definitions=self._definitions,
+            registry=registry,
+            max_bytes=max_message_bytes,
+            dead_exchange=topology.dead,
+            clock=clock,
+            ttl=park_ttl,
+            order=self._order,
+            metrics=self._metrics,
+        )
         self._events: dict[str, list[SagaDefinition[Any, Any]]] = {}
         self._replies: dict[str, list[SagaDefinition[Any, Any]]] = {}
         for definition in definitions:
@@ -237,7 +241,7 @@ class Coordinator:
             saga_id=instance.saga_id,
             instance=decision.instance,
             expected_version=instance.version,
-            history=(_entry_in(timer, "failed", reason, now),),
+            history=(entry_in(timer, "failed", reason, now),),
         )
         with bind_saga(instance.saga_id):
             committed = await self._store.commit(change)
@@ -284,135 +288,27 @@ class Coordinator:
         loaded = first.loaded
         starts = isinstance(inbound.payload, definition.start_types)
         if loaded.instance is None and not starts and not loaded.seen:
-            await self._park(definition, correlation, inbound, raw)
+            await self._park.park(definition, correlation, inbound, raw)
             return
         if loaded.parked and not starts:
             # Events that arrived before the saga started come before this one.
-            await self._unpark(definition, correlation)
+            await self._park.unpark(definition, correlation)
             first = None
         await self._apply(definition, definition.name, inbound, key, delivery, first)
         if loaded.parked and starts:
-            await self._unpark(definition, correlation)
+            await self._park.unpark(definition, correlation)
 
-    async def _park(
-        self,
-        definition: SagaDefinition[Any, Any],
-        correlation: str,
-        inbound: Inbound,
-        raw: RawMessage,
+    async def _apply_parked(
+        self, definition: SagaDefinition[Any, Any], inbound: Inbound, parked: Parked
     ) -> None:
-        """Keep an event whose saga does not exist yet, to apply when it starts."""
-        now = self._clock()
-        message = parked_message(definition.name, correlation, inbound, raw, now + self._park_ttl)
-        note = (
-            f"no {definition.name} saga for {correlation!r} yet: kept until it starts "
-            f"or {message.expires_at.isoformat()}"
-        )
-        entry = _entry_in(inbound, "parked", note, now)
-        parked = await self._store.park(f"park.{definition.name}", message, entry)
-        if not parked:
-            self._metrics.duplicate("coordinator")
-            return
-        log.info("%s %s parked: %s", inbound.message_type, inbound.message_id, note)
-        # The saga may have started while this was being parked, by another coordinator
-        # that looked for parked events before this one was there: look again, after.
-        again = await self._store.load(
-            definition.name,
-            inbound.message_id,
-            ByCorrelation(definition.name, correlation),
-            inbound.source,
-        )
-        if again.instance is not None:
-            await self._unpark(definition, correlation)
-
-    async def _unpark(self, definition: SagaDefinition[Any, Any], correlation: str) -> None:
-        """Apply the events parked for this saga, in the order they arrived."""
-        for parked in await self._store.parked(definition.name, correlation):
-            await self._apply_parked(definition, parked)
-
-    async def _apply_parked(self, definition: SagaDefinition[Any, Any], parked: Parked) -> None:
-        message = parked.message
-        try:
-            inbound = decode(raw_of(message), self._registry, self._max_bytes)
-        except InvalidMessageError as exc:  # its contract changed while it waited
-            await self._expire(parked, exc.reason, exc.detail)
-            return
-        key = ByCorrelation(message.saga_type, message.correlation_id)
-        await self._apply(
-            definition, definition.name, inbound, key, None, unparked=parked.parked_id
-        )
+        key = ByCorrelation(parked.message.saga_type, parked.message.correlation_id)
+        unparked = parked.parked_id
+        await self._apply(definition, definition.name, inbound, key, None, unparked=unparked)
 
     async def sweep_parked(self, limit: int = 200) -> int:
-        """Act on parked events that were left waiting: apply those whose saga exists by
-        now (a coordinator stopped before it applied them), dead-letter those that expired.
-        Returns how many it handled."""
-        ready = await self._store.parked_ready(self._clock(), limit)
-        for parked in ready:
-            message = parked.message
-            definition = self._definitions.get(message.saga_type)
-            async with self._order.hold([message.correlation_id]):
-                loaded = await self._store.load(
-                    message.saga_type,
-                    message.message_id,
-                    ByCorrelation(message.saga_type, message.correlation_id),
-                    message.source,
-                )
-                if definition is not None and loaded.instance is not None:
-                    await self._apply_parked(definition, parked)
-                elif message.expires_at <= self._clock():
-                    await self._expire(parked)
-        return len(ready)
-
-    async def _expire(
-        self,
-        parked: Parked,
-        reason: DeadLetterReason = DeadLetterReason.EXPIRED,
-        detail: str | None = None,
-    ) -> None:
-        """Record a parked event whose saga never started (or that can no longer be read),
-        and dead-letter it."""
-        message = parked.message
-        now = self._clock()
-        detail = detail or (
-            f"no {message.saga_type} saga for {message.correlation_id!r} started before "
-            f"{message.expires_at.isoformat()}"
-        )
-        entry = HistoryEntry(
-            direction=Direction.IN,
-            message_id=message.message_id,
-            message_type=message.message_type,
-            correlation_id=message.correlation_id,
-            causation_id=None,
-            outcome="dead-lettered",
-            note=f"{reason}: {detail}",
-            payload={},
-            at=now,
-        )
-        dead = parked_dead_letter(message, self._topology.dead, reason, detail, now)
-        change = Change(
-            consumer=f"expire.{message.saga_type}",
-            message_id=message.message_id,
-            saga_id=saga_id_for(message.saga_type, message.correlation_id),
-            instance=None,
-            expected_version=None,
-            history=(entry,),
-            outbox=(dead,),
-            source=message.source,
-            unparked=parked.parked_id,
-        )
-        committed = await self._store.commit(change)
-        if committed.result is CommitResult.COMMITTED:
-            self._relay.submit(committed.outbox)
-            self._metrics.dead_lettered("coordinator", str(reason))
-            log.warning(
-                "parked %s %s dead-lettered: %s: %s",
-                message.message_type,
-                message.message_id,
-                reason,
-                detail,
-            )
-        else:
-            await self._store.unpark(parked.parked_id)
+        """Apply parked events whose saga exists by now, dead-letter expired ones; how many
+        were handled (``ParkedEvents.sweep``)."""
+        return await self._park.sweep(limit)
 
     async def _on_reply(self, inbound: Inbound, delivery: Delivery) -> None:
         if inbound.causation_id is not None:
@@ -442,7 +338,7 @@ class Coordinator:
 
     async def _load(self, consumer: str, message: Inbound | TimerFired, key: SagaKey) -> Timed:
         started = time.time_ns()
-        loaded = await self._store.load(consumer, message.message_id, key, _source(message))
+        loaded = await self._store.load(consumer, message.message_id, key, source_of(message))
         return Timed(loaded, started, time.time_ns())
 
     async def _apply(
@@ -466,7 +362,7 @@ class Coordinator:
                 if loaded is None:
                     with self._spans.db("load saga", "SELECT", before):
                         loaded = await self._store.load(
-                            consumer, message.message_id, key, _source(message)
+                            consumer, message.message_id, key, source_of(message)
                         )
                 before = loaded.instance
                 if loaded.seen:
@@ -566,7 +462,7 @@ class Coordinator:
 
     async def _record(self, consumer: str, inbound: Inbound, delivery: Delivery, note: str) -> None:
         now = self._clock()
-        entry = _entry_in(inbound, "ignored", note, now)
+        entry = entry_in(inbound, "ignored", note, now)
         change = Change(
             consumer, inbound.message_id, None, None, None, (entry,), source=inbound.source
         )
@@ -587,7 +483,7 @@ class Coordinator:
         unparked: int | None,
     ) -> Change:
         after = decision.instance
-        history = [_entry_in(message, decision.outcome, decision.note, now)]
+        history = [entry_in(message, decision.outcome, decision.note, now)]
         outbox = []
         compensation = after is not None and after.phase is Phase.COMPENSATION
         for out, message_out in zip(decision.send, encoded, strict=True):
@@ -619,7 +515,7 @@ class Coordinator:
             expected_version=before.version if before is not None and after is not None else None,
             history=tuple(history),
             outbox=tuple(outbox),
-            source=_source(message),
+            source=source_of(message),
             unparked=unparked,
         )
 
@@ -656,40 +552,7 @@ class Coordinator:
             log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
 
 
-def _source(message: Inbound | TimerFired) -> str:
-    """The source a message is known by in the inbox; the engine's own timers have none."""
-    return message.source if isinstance(message, Inbound) else ""
-
-
 def _timer_of(instance: SagaInstance) -> TimerFired:
     if instance.deadline is None:
         raise TimerError(f"saga {instance.saga_id} has no timer armed")
     return TimerFired(instance.saga_id, instance.pending_command_id or "", instance.deadline)
-
-
-def _entry_in(
-    message: Inbound | TimerFired, outcome: str, note: str, now: datetime
-) -> HistoryEntry:
-    if isinstance(message, TimerFired):
-        return HistoryEntry(
-            direction=Direction.IN,
-            message_id=message.message_id,
-            message_type=message.message_type,
-            correlation_id=None,
-            causation_id=message.command_id,
-            outcome=outcome,
-            note=note,
-            payload={"command_id": message.command_id, "due": message.due.isoformat()},
-            at=now,
-        )
-    return HistoryEntry(
-        direction=Direction.IN,
-        message_id=message.message_id,
-        message_type=message.message_type,
-        correlation_id=message.correlation_id,
-        causation_id=message.causation_id,
-        outcome=outcome,
-        note=note,
-        payload=message.payload.model_dump(mode="json", context=REDACT_SECRETS),
-        at=now,
-    )

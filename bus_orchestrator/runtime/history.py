@@ -1,0 +1,41 @@
+"""The audit record of a message received: one ``HistoryEntry`` line in its saga's history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bus_orchestrator.core.decide import Inbound, TimerFired
+from bus_orchestrator.core.messages import REDACT_SECRETS
+from bus_orchestrator.ports import Direction, HistoryEntry
+
+
+def source_of(message: Inbound | TimerFired) -> str:
+    """The source a message is known by in the inbox; the engine's own timers have none."""
+    return message.source if isinstance(message, Inbound) else ""
+
+
+def entry_in(message: Inbound | TimerFired, outcome: str, note: str, now: datetime) -> HistoryEntry:
+    """What a message was and what came of it; secret fields masked."""
+    if isinstance(message, TimerFired):
+        return HistoryEntry(
+            direction=Direction.IN,
+            message_id=message.message_id,
+            message_type=message.message_type,
+            correlation_id=None,
+            causation_id=message.command_id,
+            outcome=outcome,
+            note=note,
+            payload={"command_id": message.command_id, "due": message.due.isoformat()},
+            at=now,
+        )
+    return HistoryEntry(
+        direction=Direction.IN,
+        message_id=message.message_id,
+        message_type=message.message_type,
+        correlation_id=message.correlation_id,
+        causation_id=message.causation_id,
+        outcome=outcome,
+        note=note,
+        payload=message.payload.model_dump(mode="json", context=REDACT_SECRETS),
+        at=now,
+    )
