@@ -329,31 +329,25 @@ class PostgresSagaStore:
 
     async def purge_inbox(self, older_than: timedelta) -> int:
         """Forget a batch of message ids received longer than ``older_than`` ago."""
-        with postgres_errors:
-            deleted: int = await self._pool.fetchval(self._sql.purge_inbox, older_than, self._app)
-        return deleted
+        return await self._count(self._sql.purge_inbox, older_than, self._app)
 
     async def purge_finished(self, older_than: timedelta) -> int:
         """Delete sagas finished longer than ``older_than`` ago, with their history."""
-        with postgres_errors:
-            deleted: int = await self._pool.fetchval(
-                self._sql.purge_finished, older_than, self._types
-            )
-        return deleted
+        return await self._count(self._sql.purge_finished, older_than, self._types)
 
     async def purge_orphan_history(self, older_than: timedelta) -> int:
         """Delete history rows of no saga recorded longer than ``older_than`` ago."""
-        with postgres_errors:
-            deleted: int = await self._pool.fetchval(
-                self._sql.purge_orphan_history, older_than, self._app
-            )
-        return deleted
+        return await self._count(self._sql.purge_orphan_history, older_than, self._app)
 
     async def purge_sent(self, older_than: timedelta) -> int:
         """Delete rows confirmed longer than ``older_than`` ago; return how many."""
+        return await self._count(self._sql.purge_sent, older_than, self._app)
+
+    async def _count(self, query: str, *args: Any) -> int:
+        """A statement that returns one count (the purges: how many rows went)."""
         with postgres_errors:
-            deleted: int = await self._pool.fetchval(self._sql.purge_sent, older_than, self._app)
-        return deleted
+            count: int = await self._pool.fetchval(query, *args)
+        return count
 
     async def outbox_backlog(self) -> tuple[int, float | None]:
         """How many rows await a confirm, and the age in seconds of the oldest of them."""
