@@ -3,6 +3,7 @@ durable timers, each attempt with its own command id, until the attempts are spe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -410,3 +411,35 @@ def test_a_wrong_policy_is_refused_when_the_saga_is_defined(policy: Broken, comp
 def test_transient_replies_are_routed_to_the_saga() -> None:
     assert BureauUnavailable.message_type in _saga().reply_types()
     assert BureauUnavailable in _saga().message_models()
+
+
+async def test_sagas_show_prints_the_attempt_and_the_retry_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rich.console import Console
+
+    from bus_orchestrator import cli
+
+    harness = _harness(Bureau([UNAVAILABLE]))
+    await harness.publish(SignedUp(customer="c-1"))
+    await harness.run_until_idle()
+    view = saga_view(await harness.saga("c-1"))
+    console = Console(width=400, record=True)
+    monkeypatch.setattr(cli, "console", console)
+    cli._print_saga(view)
+    lines = console.export_text().splitlines()
+
+    def cells(marker: str) -> list[str]:
+        line = next(line for line in lines if marker in line)
+        return [cell.strip() for cell in re.split("[┃│]", line)[1:-1]]
+
+    header, credit = cells("retry at"), cells("credit_check")
+    assert header[:6] == ["step", "status", "command", "attempts", "try", "retry at"]
+    assert credit[:6] == [
+        "credit_check",
+        "running",
+        CheckCredit.message_type,
+        "1",
+        "2",
+        view["steps"][1]["retry_at"],
+    ]
