@@ -443,3 +443,20 @@ async def test_sagas_show_prints_the_attempt_and_the_retry_time(
         "2",
         view["steps"][1]["retry_at"],
     ]
+
+
+async def test_a_transient_failure_after_a_cancellation_is_not_retried() -> None:
+    bureau = Bureau([])  # the credit check stays unanswered until the test answers it
+    harness = _harness(bureau)
+    await harness.publish(SignedUp(customer="c-1"))
+    await harness.run_until_idle()
+    await harness.publish(SignupWithdrawn(customer="c-1"))
+    await harness.run_until_idle()
+    assert (await harness.saga("c-1")).status is SagaStatus.RUNNING  # awaits the check
+    [check] = _credit_checks(harness)
+    await harness.answer(check, UNAVAILABLE)
+    await harness.advance(timedelta(minutes=10))
+    saga = await harness.saga("c-1")
+    assert (saga.status, saga.failure) == (SagaStatus.COMPENSATED, "withdrawn")
+    assert (saga.steps[1].status, saga.steps[1].tries) == (StepStatus.FAILED, 1)
+    assert len(bureau.asked) == 1
