@@ -359,13 +359,17 @@ def _print_saga(view: dict[str, Any]) -> None:
         console.print(f"  reason: {view['failure']}")
     if view["trace_id"]:
         console.print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
-    table = Table("step", "status", "command", "attempts", "started", "finished", "error")
+    table = Table(
+        "step", "status", "command", "attempts", "try", "retry at", "started", "finished", "error"
+    )
     for step in view["steps"]:
         table.add_row(
             step["name"],
             step["status"],
             step["command_type"],
             str(step["attempts"]),
+            str(step["tries"]),
+            step["retry_at"] or "",
             step["started_at"],
             step["finished_at"] or "",
             step["error"] or "",

@@ -50,6 +50,8 @@ def saga_view(
                 "command_type": step.command_type,
                 "command_id": step.command_id,
                 "attempts": step.attempts,
+                "tries": step.tries,
+                "retry_at": step.retry_at.isoformat() if step.retry_at else None,
                 "started_at": step.started_at.isoformat(),
                 "finished_at": step.finished_at.isoformat() if step.finished_at else None,
                 "error": step.error,

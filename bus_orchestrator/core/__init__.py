@@ -12,7 +12,14 @@ from bus_orchestrator.core.decide import (
     decide,
     fail,
 )
-from bus_orchestrator.core.definition import END, Compensate, Reaction, SagaDefinition, Step
+from bus_orchestrator.core.definition import (
+    END,
+    Compensate,
+    Reaction,
+    RetryOn,
+    SagaDefinition,
+    Step,
+)
 from bus_orchestrator.core.messages import (
     Command,
     Contract,
@@ -54,6 +61,7 @@ __all__ = [
     "Phase",
     "Reaction",
     "Reply",
+    "RetryOn",
     "SagaDefinition",
     "SagaInstance",
     "SagaStatus",

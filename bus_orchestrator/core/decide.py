@@ -417,6 +417,8 @@ def _on_reply(d: _Decider, instance: SagaInstance, message: Inbound, reply: Repl
                 completed = d.finish(done, SagaStatus.COMPLETED, data=data.model_dump(mode="json"))
                 return Decision(Outcome.ADVANCED, f"{what}; saga completed", completed)
             return d.begin_step(done, data, following, Outcome.ADVANCED, what)
+        if step.retry is not None and kind in step.retry.transient:
+            return _on_transient(d, instance, step, describe(reply), what)
         if kind in step.fails_on:
             failed = instance.model_copy(
                 update={
@@ -455,6 +457,46 @@ def _on_reply(d: _Decider, instance: SagaInstance, message: Inbound, reply: Repl
     )
 
 
+def _on_transient(
+    d: _Decider, instance: SagaInstance, step: Step[Any], error: str, what: str
+) -> Decision:
+    """A transient failure of the current attempt: wait to retry, or fail once spent."""
+    assert instance.current is not None and step.retry is not None  # noqa: S101 - callers
+    index = instance.current
+    record = instance.steps[index]
+    data = d.definition.data_model.model_validate(instance.data)
+    if record.tries >= step.retry.attempts or instance.cancel_reason is not None:
+        failed = instance.model_copy(
+            update={
+                "steps": d.with_step(
+                    instance, index, status=StepStatus.FAILED, finished_at=d.now, error=error
+                )
+            }
+        )
+        if instance.cancel_reason is not None:
+            return d.compensate(failed, data, instance.cancel_reason, f"{what}; cancelled")
+        reason = f"step {step.name} failed after {record.tries} attempts: {error}"
+        return d.compensate(failed, data, reason, f"{what}; attempts spent")
+    attempt = record.tries + 1
+    retry_at = d.now + step.retry.delay(instance.saga_id, index, attempt)
+    command_id = command_id_for(instance.saga_id, index, Phase.FORWARD, attempt)
+    waiting = d.save(
+        instance,
+        steps=d.with_step(
+            instance, index, tries=attempt, command_id=command_id, retry_at=retry_at, error=error
+        ),
+        # The saga awaits the next attempt's id from now on: a late answer to an earlier
+        # attempt is stale, and the timer that sends the retry carries this id.
+        pending_command_id=command_id,
+        deadline=retry_at,
+    )
+    return Decision(
+        Outcome.ADVANCED,
+        f"{what}; attempt {attempt} of {step.retry.attempts} at {retry_at.isoformat()}",
+        waiting,
+    )
+
+
 def _compensation_failed(d: _Decider, instance: SagaInstance, error: str, note: str) -> Decision:
     assert instance.current is not None  # noqa: S101 - callers hold a current step
     name = instance.steps[instance.current].name
@@ -484,6 +526,17 @@ def _on_event(d: _Decider, instance: SagaInstance, message: Inbound) -> Decision
     if isinstance(result, Compensate):
         if instance.status is not SagaStatus.RUNNING or instance.cancel_reason is not None:
             return _ignored(f"{what}: saga is already {instance.status}")
+        if instance.current is not None and instance.steps[instance.current].retry_at:
+            # Waiting to retry a transient failure: nothing is in flight, undo at once.
+            index = instance.current
+            stopped = instance.model_copy(
+                update={
+                    "steps": d.with_step(
+                        instance, index, status=StepStatus.FAILED, finished_at=d.now, retry_at=None
+                    )
+                }
+            )
+            return d.compensate(stopped, data, result.reason, f"{what}; retry dropped")
         if instance.current is not None and instance.phase is Phase.FORWARD:
             # The awaited step may still happen. Waiting for its reply (or its timeout) tells
             # us whether it needs undoing, and keeps its compensation from overtaking it.
@@ -514,6 +567,20 @@ def _on_timer(d: _Decider, instance: SagaInstance, timer: TimerFired) -> Decisio
     data = d.definition.data_model.model_validate(instance.data)
     waited = f"no reply to step {step.name} within {step.timeout.total_seconds():g}s"
 
+    if instance.phase is Phase.FORWARD and record.retry_at is not None:
+        command = _checked(step.command(data), step.sends, step.name)
+        retried = d.save(
+            instance,
+            steps=d.with_step(instance, index, attempts=1, retry_at=None),
+            deadline=d.now + step.timeout,
+        )
+        out = Outgoing(record.command_id, command, instance.correlation_id, d.cause)
+        return Decision(
+            Outcome.ADVANCED,
+            f"retry: attempt {record.tries} of step {step.name} sent",
+            retried,
+            (out,),
+        )
     if instance.phase is Phase.FORWARD:
         # Once cancelled, nothing forward goes out again: the timeout ends the wait and
         # the step is compensated as possibly done.

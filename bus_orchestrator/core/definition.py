@@ -16,6 +16,7 @@ A definition is data plus pure functions of the saga's typed data. Nothing here 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,6 +37,49 @@ END = "__end__"
 
 def _keep(data: D, reply: Reply) -> D:
     return data
+
+
+@dataclass(frozen=True)
+class RetryOn:
+    """A step's retry policy: which failure replies are transient, and how to wait.
+
+    A ``transient`` reply does not fail the step: after a backoff the command is sent
+    again, as a new attempt with its own command id, until ``attempts`` attempts in all
+    have failed; then the step fails and the saga compensates, as on a ``fails_on`` reply.
+    The wait before attempt ``n`` (2, 3, ...) is ``backoff * 2 ** (n - 2)``, capped at
+    ``max_backoff``, then shortened by up to ``jitter`` of itself. The jitter is derived
+    from the saga id, the step and the attempt, so a decision stays a pure function.
+    """
+
+    transient: tuple[type[Reply], ...]
+    attempts: int = 3
+    """Attempts in all, the first included."""
+    backoff: timedelta = timedelta(seconds=1)
+    max_backoff: timedelta = timedelta(minutes=5)
+    jitter: float = 0.1
+    """The largest share of a wait taken off it at random (0 for none, below 1)."""
+
+    def delay(self, saga_id: str, step_index: int, attempt: int) -> timedelta:
+        """How long to wait before sending attempt ``attempt`` (2 or more)."""
+        doublings = min(max(attempt - 2, 0), 64)  # past that, the cap holds anyway
+        grown = self.backoff.total_seconds() * float(2**doublings)
+        base = min(grown, self.max_backoff.total_seconds())
+        seed = hashlib.sha256(f"retry:{saga_id}:{step_index}:{attempt}".encode()).digest()
+        share = int.from_bytes(seed[:8], "big") / 2**64  # in [0, 1)
+        return timedelta(seconds=base * (1 - self.jitter * share))
+
+    def problems(self) -> list[str]:
+        """What is wrong with this policy on its own (empty when nothing)."""
+        found = []
+        if not self.transient:
+            found.append("no transient reply type")
+        if self.attempts < 1:
+            found.append("attempts must be at least 1")
+        if self.backoff <= timedelta(0) or self.max_backoff < self.backoff:
+            found.append("backoff must be positive and at most max_backoff")
+        if not 0 <= self.jitter < 1:
+            found.append("jitter must be at least 0 and below 1")
+        return found
 
 
 @dataclass(frozen=True)
@@ -65,11 +109,14 @@ class Step(Generic[D]):
     """The command model ``command`` builds: declared, so contracts can be documented and
     the built command checked."""
     compensation_sends: type[Command] | None = None
+    retry: RetryOn | None = None
+    """Failure replies to retry with backoff, each retry a new attempt (see ``RetryOn``)."""
 
     def reply_types(self) -> set[type[Reply]]:
         return {
             *self.succeeds_on,
             *self.fails_on,
+            *(self.retry.transient if self.retry is not None else ()),
             *self.compensated_on,
             *self.compensation_fails_on,
         }
@@ -93,6 +140,19 @@ class Reaction(Generic[D, E]):
     event: type[E]
     correlate: Callable[[E], str]
     react: Callable[[D, E], Compensate | D | None]
+
+
+def _check_retry(step: Step[Any]) -> None:
+    assert step.retry is not None  # noqa: S101 - checked by the caller
+    problems = step.retry.problems()
+    settled = {*step.succeeds_on, *step.fails_on}
+    problems += [
+        f"{t.__name__} is transient and also settles the step"
+        for t in step.retry.transient
+        if t in settled
+    ]
+    if problems:
+        raise DefinitionError(f"step {step.name!r} retry: {'; '.join(problems)}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +188,8 @@ class SagaDefinition(Generic[D, S]):
             for reply in step.reply_types():
                 if reply.kind is not MessageKind.REPLY:
                     raise DefinitionError(f"step {step.name!r}: {reply.__name__} is not a reply")
+            if step.retry is not None:
+                _check_retry(step)
             for declared in (step.sends, step.compensation_sends):
                 if declared is not None and declared.kind is not MessageKind.COMMAND:
                     raise DefinitionError(f"step {step.name!r}: {declared.__name__} is no command")

@@ -56,6 +56,7 @@ class StepRecord(BaseModel):
     command_type: str
     command_id: str
     attempts: int
+    """Sends of the current command (a resend on timeout reuses its id)."""
     started_at: datetime
     finished_at: datetime | None = None
     error: str | None = None
@@ -63,6 +64,10 @@ class StepRecord(BaseModel):
     compensation_id: str | None = None
     compensation_attempts: int = 0
     compensated_at: datetime | None = None
+    tries: int = 1
+    """The attempt under the step's retry policy; each has its own ``command_id``."""
+    retry_at: datetime | None = None
+    """When the next attempt goes out, while the step waits out a transient failure."""
 
 
 class SagaInstance(BaseModel):
@@ -98,6 +103,12 @@ def saga_id_for(saga_type: str, correlation_id: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"saga:{saga_type}:{correlation_id}"))
 
 
-def command_id_for(saga_id: str, step_index: int, phase: Phase) -> str:
-    """Resends of a command reuse its id, so adapters can deduplicate them."""
-    return str(uuid.uuid5(ID_NAMESPACE, f"command:{saga_id}:{step_index}:{phase}"))
+def command_id_for(saga_id: str, step_index: int, phase: Phase, attempt: int = 1) -> str:
+    """Resends of a command reuse its id, so adapters can deduplicate them.
+
+    A retry after a transient failure is a new ``attempt`` with an id of its own (the
+    adapter would replay its stored reply to the old one); attempt 1 keeps the id it
+    always had.
+    """
+    suffix = "" if attempt == 1 else f":{attempt}"
+    return str(uuid.uuid5(ID_NAMESPACE, f"command:{saga_id}:{step_index}:{phase}{suffix}"))
