@@ -31,6 +31,7 @@ from bus_orchestrator.errors import (
     AppLoadError,
     BrokerUnavailableError,
     DefinitionError,
+    DefinitionVersionError,
     SchemaNotMigratedError,
     StoreUnavailableError,
     TopologyMismatchError,
@@ -129,7 +130,12 @@ def _run(coro: Awaitable[T]) -> T:
         _unreachable("Postgres", Settings().database_url, exc)
     except BrokerUnavailableError as exc:
         _unreachable("RabbitMQ", Settings().amqp_url, exc)
-    except (AppConflictError, SchemaNotMigratedError, TopologyMismatchError) as exc:
+    except (
+        AppConflictError,
+        DefinitionVersionError,
+        SchemaNotMigratedError,
+        TopologyMismatchError,
+    ) as exc:
         errors.print(f"[bold red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
 

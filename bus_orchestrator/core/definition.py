@@ -107,8 +107,13 @@ class SagaDefinition(Generic[D, S]):
     initial_data: Callable[[S], D]
     steps: Sequence[Step[D]]
     reactions: Sequence[Reaction[D, Any]] = field(default_factory=tuple)
+    version: int = 1
+    """Each instance records the version it started on and continues on it; an app may
+    register several versions of one name, the newest starting new sagas."""
 
     def __post_init__(self) -> None:
+        if self.version < 1:
+            raise DefinitionError(f"saga {self.name!r}: version must be at least 1")
         if not self.steps:
             raise DefinitionError(f"saga {self.name!r} has no steps")
         names = [s.name for s in self.steps]
