@@ -17,6 +17,7 @@ from bus_orchestrator.store.postgres import RunningVersion
 from bus_orchestrator.testing import SagaHarness
 from bus_orchestrator.testing.bus import raw_message
 from bus_orchestrator.transport.consumer import Verdict
+from bus_orchestrator.views import saga_view
 
 
 class Applied(Event):
@@ -140,6 +141,7 @@ async def test_old_sagas_finish_on_their_version_while_new_ones_start_on_the_new
     assert [s.name for s in old.steps] == ["score", "welcome"]
     assert (new.definition_version, new.status) == (2, SagaStatus.COMPLETED)
     assert [s.name for s in new.steps] == ["rate", "review", "welcome"]
+    assert saga_view(old)["definition_version"] == 1  # what `sagas show` prints
     assert after.dead_letters == []  # (commands are unroutable: no adapters here)
 
 
