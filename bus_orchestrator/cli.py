@@ -320,6 +320,26 @@ def sagas_show(
         _print_saga(view)
 
 
+@sagas_app.command("diagram")
+def sagas_diagram(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the saga's name")],
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="default: the newest")
+    ] = None,
+    app_ref: AppOption = None,
+) -> None:
+    """Print a saga definition as a Mermaid flowchart (for a ```mermaid block in Markdown)."""
+    from bus_orchestrator.diagram import diagram
+
+    application = _app(app_ref, _settings())
+    try:
+        definition = application.saga(name, version)
+    except DefinitionError as exc:
+        errors.print(f"[bold red]{escape(str(exc))}[/]")
+        raise typer.Exit(1) from exc
+    print(diagram(definition), end="")
+
+
 @sagas_app.command("list")
 def sagas_list(
     status: Annotated[SagaStatus | None, typer.Option("--status")] = None,

@@ -65,6 +65,9 @@ class Step(Generic[D]):
     """The command model ``command`` builds: declared, so contracts can be documented and
     the built command checked."""
     compensation_sends: type[Command] | None = None
+    branches: tuple[str, ...] = ()
+    """The steps ``next`` may pick (step names, or ``END``): declared, so that a diagram can
+    draw the branch; checked against the saga's step names."""
 
     def reply_types(self) -> set[type[Reply]]:
         return {
@@ -133,6 +136,11 @@ class SagaDefinition(Generic[D, S]):
             for reply in step.reply_types():
                 if reply.kind is not MessageKind.REPLY:
                     raise DefinitionError(f"step {step.name!r}: {reply.__name__} is not a reply")
+            if step.branches and step.next is None:
+                raise DefinitionError(f"step {step.name!r} declares branches but has no next")
+            unknown = [b for b in step.branches if b != END and b not in names]
+            if unknown:
+                raise DefinitionError(f"step {step.name!r} branches to unknown steps {unknown}")
             for declared in (step.sends, step.compensation_sends):
                 if declared is not None and declared.kind is not MessageKind.COMMAND:
                     raise DefinitionError(f"step {step.name!r}: {declared.__name__} is no command")
