@@ -406,7 +406,7 @@ def _print_saga(view: dict[str, Any]) -> None:
 
 def _data_models(application: App) -> dict[str, type[BaseModel]]:
     """Each saga type's data model, so views can mask its secret fields."""
-    return {definition.name: definition.data_model for definition in application.sagas}
+    return {definition.name: definition.data_model for definition in application.newest_sagas}
 
 
 ContractsDir = Annotated[

@@ -114,7 +114,7 @@ class CoordinatorService:
         self._started = True
         log.info(
             "coordinator running: %s on %s",
-            ", ".join(d.name for d in self._definitions),
+            ", ".join(f"{d.name} v{d.version}" for d in self._definitions),
             self.queue_name,
         )
         return True
@@ -129,7 +129,9 @@ class CoordinatorService:
         scope = (
             None
             if self.app is None
-            else await register_app(self._pool, self.app, [d.name for d in self._definitions])
+            else await register_app(
+                self._pool, self.app, sorted({d.name for d in self._definitions})
+            )
         )
         await require_versions(self._pool, self._definitions)
         self.store = PostgresSagaStore(self._pool, lease, scope)

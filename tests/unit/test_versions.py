@@ -194,6 +194,20 @@ def test_an_app_takes_several_versions_of_a_name_but_not_one_version_twice() -> 
         dataclasses.replace(V1, version=0)
 
 
+async def test_the_harness_finds_a_history_by_saga_name_with_two_versions() -> None:
+    harness = SagaHarness(App("versions", sagas=[V1, V2]), adapters=False)
+    # the saga type is not asked for: the app's one saga name, registered twice, is it
+    assert [e.message_type for e in await harness.history("never-started")] == []
+
+
+def test_contracts_name_each_saga_once_whatever_its_versions() -> None:
+    from bus_orchestrator.schema.participants import participants_from
+
+    coordinator = participants_from([V1, V2], [])[0]
+    assert "(runs signup)" in coordinator.description
+    assert Reviewed in coordinator.receives and Review in coordinator.sends
+
+
 def test_the_coordinator_binds_every_versions_messages() -> None:
     harness = SagaHarness(App("versions", sagas=[V1, V2]), adapters=False)
     bound = {key for _, key in harness.coordinator.bindings()}
