@@ -32,7 +32,7 @@ from bus_orchestrator.core.decide import (
 )
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
-from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus
+from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
 from bus_orchestrator.errors import (
     BusOrchestratorError,
     ConcurrencyConflictError,
@@ -321,13 +321,24 @@ class Coordinator:
         raw: RawMessage,
         definition: SagaDefinition[Any, Any],
         correlation: str,
-        delivery: Delivery | None,
+        delivery: Delivery,
     ) -> None:
         key = ByCorrelation(definition.name, correlation)
         first: Timed | None = await self._load(definition.name, inbound, key)
         assert first is not None  # noqa: S101 - for mypy: just loaded
         loaded = first.loaded
         starts = isinstance(inbound.payload, definition.start_types)
+        newest = self._definitions[definition.name]
+        if loaded.instance is None and starts and definition is not newest:
+            # Only the newest version starts sagas; older ones finish what they started.
+            note = (
+                f"{inbound.message_type} starts {definition.name} only in version "
+                f"{definition.version}; version {newest.version}, which starts new sagas, "
+                "does not take it"
+            )
+            saga_id = saga_id_for(definition.name, correlation)  # its history tells why
+            await self._record(definition.name, inbound, delivery, note, saga_id)
+            return
         if loaded.instance is None and not starts and not loaded.seen:
             await self._park.park(definition, correlation, inbound, raw)
             return
@@ -503,11 +514,18 @@ class Coordinator:
         if unparked is not None:  # applied before, its park entry left behind: drop it
             await self._store.unpark(unparked)
 
-    async def _record(self, consumer: str, inbound: Inbound, delivery: Delivery, note: str) -> None:
+    async def _record(
+        self,
+        consumer: str,
+        inbound: Inbound,
+        delivery: Delivery,
+        note: str,
+        saga_id: str | None = None,
+    ) -> None:
         now = self._clock()
         entry = entry_in(inbound, "ignored", note, now)
         change = Change(
-            consumer, inbound.message_id, None, None, None, (entry,), source=inbound.source
+            consumer, inbound.message_id, saga_id, None, None, (entry,), source=inbound.source
         )
         with self._spans.ignored(delivery, inbound), self._spans.db("commit saga", "WITH"):
             committed = await self._store.commit(change)

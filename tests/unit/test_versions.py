@@ -25,6 +25,11 @@ class Applied(Event):
     applicant: str
 
 
+class AppliedAgain(Event):
+    message_type: ClassVar[str] = "versions.applied.v2"
+    applicant: str
+
+
 class Score(Command):
     message_type: ClassVar[str] = "versions.score.v1"
     applicant: str
@@ -192,6 +197,24 @@ def test_an_app_takes_several_versions_of_a_name_but_not_one_version_twice() -> 
         app.saga("nope")
     with pytest.raises(DefinitionError, match="version must be at least 1"):
         dataclasses.replace(V1, version=0)
+
+
+async def test_an_event_that_only_an_older_version_starts_on_starts_no_saga() -> None:
+    v2_new_start = dataclasses.replace(V2, started_by=AppliedAgain)
+    harness = SagaHarness(App("versions", sagas=[V1, v2_new_start]), adapters=False)
+    assert Applied.message_type in {key for _, key in harness.coordinator.bindings()}
+    await harness.publish(Applied(applicant="old-style"))
+    await harness.publish(AppliedAgain(applicant="new-style"))
+    await harness.run_until_idle()
+    assert (await harness.saga("new-style")).definition_version == 2
+    assert await harness.store.find("old-style") == []
+    (entry,) = await harness.history("old-style")
+    assert entry.outcome == "ignored"
+    assert entry.note == (
+        "versions.applied.v1 starts signup only in version 1; version 2, which starts new "
+        "sagas, does not take it"
+    )
+    assert harness.dead_letters == []
 
 
 async def test_the_harness_finds_a_history_by_saga_name_with_two_versions() -> None:
