@@ -180,13 +180,6 @@ class Coordinator:
             )
         return definition
 
-    def versions(self) -> dict[str, list[int]]:
-        """The versions of each saga name this coordinator runs, oldest first."""
-        found: dict[str, list[int]] = {}
-        for name, version in sorted(self._versions):
-            found.setdefault(name, []).append(version)
-        return found
-
     def bindings(self) -> list[tuple[str, str]]:
         """The ``(exchange, routing key)`` pairs the coordinator's queue needs."""
         return [(self._topology.events, t) for t in sorted(self._events)] + [
