@@ -71,12 +71,14 @@ class App:
                 f"app name {self.name!r} must be lower-case letters, digits and '-', "
                 "starting with a letter (at most 40)"
             )
-        for what, names in (
-            ("saga", [s.name for s in self.sagas]),
-            ("adapter", [a.name for a in self.adapters]),
-        ):
-            if len(set(names)) != len(names):
-                raise DefinitionError(f"app {self.name!r}: {what} names must be unique: {names}")
+        versions = [(s.name, s.version) for s in self.sagas]
+        if len(set(versions)) != len(versions):
+            raise DefinitionError(
+                f"app {self.name!r}: each saga name and version must be unique: {versions}"
+            )
+        adapters = [a.name for a in self.adapters]
+        if len(set(adapters)) != len(adapters):
+            raise DefinitionError(f"app {self.name!r}: adapter names must be unique: {adapters}")
         registry = ContractRegistry()
         models: list[type[Message]] = []
         for saga in self.sagas:
@@ -90,6 +92,31 @@ class App:
             except ValueError as exc:
                 raise DefinitionError(f"app {self.name!r}: {exc}") from exc
         object.__setattr__(self, "registry", registry)
+
+    @property
+    def newest_sagas(self) -> list[SagaDefinition[Any, Any]]:
+        """The newest version of each saga name, in the order the names first appear."""
+        newest: dict[str, SagaDefinition[Any, Any]] = {}
+        for saga in self.sagas:
+            if saga.name not in newest or saga.version > newest[saga.name].version:
+                newest[saga.name] = saga
+        return list(newest.values())
+
+    def saga(self, name: str, version: int | None = None) -> SagaDefinition[Any, Any]:
+        """The definition of saga ``name`` at ``version`` (the newest when ``None``).
+
+        Raises ``DefinitionError`` with a one-line reason when the app has no such saga."""
+        found = [s for s in self.sagas if s.name == name]
+        if not found:
+            known = ", ".join(sorted({s.name for s in self.sagas})) or "none"
+            raise DefinitionError(f"app {self.name!r} has no saga {name!r} (it has: {known})")
+        if version is None:
+            return max(found, key=lambda s: s.version)
+        for saga in found:
+            if saga.version == version:
+                return saga
+        have = ", ".join(str(s.version) for s in sorted(found, key=lambda s: s.version))
+        raise DefinitionError(f"saga {name!r} has no version {version} (it has: {have})")
 
     @property
     def document_title(self) -> str:

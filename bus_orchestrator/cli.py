@@ -31,6 +31,7 @@ from bus_orchestrator.errors import (
     AppLoadError,
     BrokerUnavailableError,
     DefinitionError,
+    DefinitionVersionError,
     SchemaNotMigratedError,
     StoreUnavailableError,
     TopologyMismatchError,
@@ -129,7 +130,12 @@ def _run(coro: Awaitable[T]) -> T:
         _unreachable("Postgres", Settings().database_url, exc)
     except BrokerUnavailableError as exc:
         _unreachable("RabbitMQ", Settings().amqp_url, exc)
-    except (AppConflictError, SchemaNotMigratedError, TopologyMismatchError) as exc:
+    except (
+        AppConflictError,
+        DefinitionVersionError,
+        SchemaNotMigratedError,
+        TopologyMismatchError,
+    ) as exc:
         errors.print(f"[bold red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
 
@@ -314,6 +320,26 @@ def sagas_show(
         _print_saga(view)
 
 
+@sagas_app.command("diagram")
+def sagas_diagram(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the saga's name")],
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="default: the newest")
+    ] = None,
+    app_ref: AppOption = None,
+) -> None:
+    """Print a saga definition as a Mermaid flowchart (for a ```mermaid block in Markdown)."""
+    from bus_orchestrator.diagram import diagram
+
+    application = _app(app_ref, _settings())
+    try:
+        definition = application.saga(name, version)
+    except DefinitionError as exc:
+        errors.print(f"[bold red]{escape(str(exc))}[/]")
+        raise typer.Exit(1) from exc
+    print(diagram(definition), end="")
+
+
 @sagas_app.command("list")
 def sagas_list(
     status: Annotated[SagaStatus | None, typer.Option("--status")] = None,
@@ -384,7 +410,7 @@ def _print_saga(view: dict[str, Any]) -> None:
 
 def _data_models(application: App) -> dict[str, type[BaseModel]]:
     """Each saga type's data model, so views can mask its secret fields."""
-    return {definition.name: definition.data_model for definition in application.sagas}
+    return {definition.name: definition.data_model for definition in application.newest_sagas}
 
 
 ContractsDir = Annotated[

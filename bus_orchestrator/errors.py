@@ -11,6 +11,8 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── AppLoadError                     an --app reference that names no application
 ├── SchemaNotMigratedError           the database lacks migrations this version needs
 ├── AppConflictError                 another app on the database runs a saga type of this one
+├── DefinitionVersionError           running sagas need a version of their definition that
+│                                    this app does not register
 ├── ContractCheckError               contracts cannot be compared (unknown ref, bad schema file)
 ├── TopologyMismatchError            RabbitMQ refuses to declare an exchange or queue as the
 │                                    engine does (it exists with other arguments, or access)
@@ -98,6 +100,14 @@ class SchemaNotMigratedError(BusOrchestratorError):
 class AppConflictError(BusOrchestratorError):
     """Another application on the same database runs a saga type this one defines: the two
     would share that type's sagas, timers and parked events."""
+
+
+class DefinitionVersionError(BusOrchestratorError):
+    """Running sagas need a version of their definition this app does not register.
+
+    At start-up the coordinator refuses to run; on a message (a saga started by a newer
+    coordinator during a rolling deploy) the message goes back to the queue for a
+    coordinator that has the version."""
 
 
 class ContractCheckError(BusOrchestratorError):

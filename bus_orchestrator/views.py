@@ -34,6 +34,7 @@ def saga_view(
         "correlation_id": instance.correlation_id,
         "status": str(instance.status),
         "version": instance.version,
+        "definition_version": instance.definition_version,
         "created_at": instance.created_at.isoformat(),
         "updated_at": instance.updated_at.isoformat(),
         "failure": instance.failure,

@@ -111,6 +111,9 @@ class Step(Generic[D]):
     compensation_sends: type[Command] | None = None
     retry: RetryOn | None = None
     """Failure replies to retry with backoff, each retry a new attempt (see ``RetryOn``)."""
+    branches: tuple[str, ...] = ()
+    """The steps ``next`` may pick (step names, or ``END``): declared, so that a diagram can
+    draw the branch; checked against the saga's step names."""
 
     def reply_types(self) -> set[type[Reply]]:
         return {
@@ -167,8 +170,13 @@ class SagaDefinition(Generic[D, S]):
     initial_data: Callable[[S], D]
     steps: Sequence[Step[D]]
     reactions: Sequence[Reaction[D, Any]] = field(default_factory=tuple)
+    version: int = 1
+    """Each instance records the version it started on and continues on it; an app may
+    register several versions of one name, the newest starting new sagas."""
 
     def __post_init__(self) -> None:
+        if self.version < 1:
+            raise DefinitionError(f"saga {self.name!r}: version must be at least 1")
         if not self.steps:
             raise DefinitionError(f"saga {self.name!r} has no steps")
         names = [s.name for s in self.steps]
@@ -190,6 +198,11 @@ class SagaDefinition(Generic[D, S]):
                     raise DefinitionError(f"step {step.name!r}: {reply.__name__} is not a reply")
             if step.retry is not None:
                 _check_retry(step)
+            if step.branches and step.next is None:
+                raise DefinitionError(f"step {step.name!r} declares branches but has no next")
+            unknown = [b for b in step.branches if b != END and b not in names]
+            if unknown:
+                raise DefinitionError(f"step {step.name!r} branches to unknown steps {unknown}")
             for declared in (step.sends, step.compensation_sends):
                 if declared is not None and declared.kind is not MessageKind.COMMAND:
                     raise DefinitionError(f"step {step.name!r}: {declared.__name__} is no command")

@@ -80,6 +80,9 @@ class SagaInstance(BaseModel):
     correlation_id: str
     status: SagaStatus
     version: int
+    """The stored row's version, for optimistic concurrency (not the definition's)."""
+    definition_version: int = 1
+    """The version of the saga's definition it started on, and continues on."""
     data: dict[str, Any]
     steps: tuple[StepRecord, ...] = ()
     current: int | None = None

@@ -32,12 +32,13 @@ from bus_orchestrator.core.decide import (
 )
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
-from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus
+from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
 from bus_orchestrator.errors import (
     BusOrchestratorError,
     ConcurrencyConflictError,
     DeadLetterReason,
     DefinitionError,
+    DefinitionVersionError,
     InvalidMessageError,
     StoreUnavailableError,
     TimerError,
@@ -91,7 +92,11 @@ class StoppingError(BusOrchestratorError):
 
 
 class Coordinator:
-    """Routes messages to saga definitions and applies ``decide`` through the store."""
+    """Routes messages to saga definitions and applies ``decide`` through the store.
+
+    ``definitions`` may hold several versions of one saga name: an event that starts a saga
+    goes to the newest version, and every loaded saga to the version it started on.
+    """
 
     def __init__(
         self,
@@ -108,7 +113,13 @@ class Coordinator:
         telemetry: Telemetry | None = None,
         app: str | None = None,
     ) -> None:
-        self._definitions = {d.name: d for d in definitions}
+        self._versions = {(d.name, d.version): d for d in definitions}
+        if len(self._versions) != len(definitions):
+            raise DefinitionError("each saga name and version must be given once")
+        newest_first = sorted(definitions, key=lambda d: -d.version)
+        self._definitions: dict[str, SagaDefinition[Any, Any]] = {}
+        for definition in newest_first:
+            self._definitions.setdefault(definition.name, definition)
         self._reply_consumer = REPLY_CONSUMER if app is None else f"{REPLY_CONSUMER}.{app}"
         self._registry = registry
         self._store = store
@@ -145,10 +156,29 @@ class Coordinator:
                         f"saga {definition.name!r} uses {model.message_type!r}, which the "
                         "contract registry does not hold: register it with the contracts"
                     )
+        # Per message type, one definition per saga name: the newest that handles the type
+        # (it starts sagas and correlates); ``_apply`` then takes the saga's own version.
+        for definition in newest_first:
             for event_type in definition.event_types():
-                self._events.setdefault(event_type, []).append(definition)
+                _add_newest(self._events.setdefault(event_type, []), definition)
             for reply_type in definition.reply_types():
-                self._replies.setdefault(reply_type, []).append(definition)
+                _add_newest(self._replies.setdefault(reply_type, []), definition)
+
+    def _definition_of(self, instance: SagaInstance) -> SagaDefinition[Any, Any]:
+        """The definition a saga started on; ``DefinitionVersionError`` when not here."""
+        key = (instance.saga_type, instance.definition_version)
+        definition = self._versions.get(key)
+        if definition is None:
+            have = sorted(v for name, v in self._versions if name == instance.saga_type)
+            if not have:
+                raise DefinitionVersionError(
+                    f"saga type {instance.saga_type!r} has no definition here"
+                )
+            raise DefinitionVersionError(
+                f"saga {instance.saga_id} runs on {instance.saga_type} version "
+                f"{instance.definition_version}; this coordinator has versions {have}"
+            )
+        return definition
 
     def bindings(self) -> list[tuple[str, str]]:
         """The ``(exchange, routing key)`` pairs the coordinator's queue needs."""
@@ -204,6 +234,9 @@ class Coordinator:
                     )
             except StoppingError:
                 return Verdict.REQUEUE
+            except DefinitionVersionError as exc:  # a newer coordinator started that saga
+                log.warning("requeueing %s: %s", inbound.message_id, exc)
+                return Verdict.REQUEUE
             except ConcurrencyConflictError:
                 log.warning("message %s kept conflicting; requeueing it", inbound.message_id)
                 return Verdict.REQUEUE
@@ -218,9 +251,10 @@ class Coordinator:
         timer = _timer_of(instance)
         if instance.pending_command_id is None:
             raise TimerError(f"saga {instance.saga_id} has a timer but awaits no command")
-        definition = self._definitions.get(instance.saga_type)
-        if definition is None:
-            raise TimerError(f"saga type {instance.saga_type!r} has no definition here")
+        try:
+            definition = self._definition_of(instance)
+        except DefinitionVersionError as exc:
+            raise TimerError(str(exc)) from exc
         key = BySagaId(instance.saga_id)
         async with self._order.hold([instance.correlation_id]):  # after messages in hand
             await self._retrying(self._apply, definition, definition.name, timer, key, None)
@@ -233,7 +267,7 @@ class Coordinator:
         """
         timer = _timer_of(instance)
         now = self._clock()
-        definition = self._definitions.get(instance.saga_type)
+        definition = self._versions.get((instance.saga_type, instance.definition_version))
         decision = Decision(Outcome.ADVANCED, reason, fail(instance, reason, now, definition))
         change = Change(
             consumer=instance.saga_type,  # the inbox name fire() would use: see _apply
@@ -280,13 +314,24 @@ class Coordinator:
         raw: RawMessage,
         definition: SagaDefinition[Any, Any],
         correlation: str,
-        delivery: Delivery | None,
+        delivery: Delivery,
     ) -> None:
         key = ByCorrelation(definition.name, correlation)
         first: Timed | None = await self._load(definition.name, inbound, key)
         assert first is not None  # noqa: S101 - for mypy: just loaded
         loaded = first.loaded
         starts = isinstance(inbound.payload, definition.start_types)
+        newest = self._definitions[definition.name]
+        if loaded.instance is None and starts and definition is not newest:
+            # Only the newest version starts sagas; older ones finish what they started.
+            note = (
+                f"{inbound.message_type} starts {definition.name} only in version "
+                f"{definition.version}; version {newest.version}, which starts new sagas, "
+                "does not take it"
+            )
+            saga_id = saga_id_for(definition.name, correlation)  # its history tells why
+            await self._record(definition.name, inbound, delivery, note, saga_id)
+            return
         if loaded.instance is None and not starts and not loaded.seen:
             await self._park.park(definition, correlation, inbound, raw)
             return
@@ -320,7 +365,7 @@ class Coordinator:
                 return
             instance = timed.loaded.instance
             definition = self._definitions.get(instance.saga_type) if instance else None
-            if instance is not None and definition is not None:
+            if instance is not None and definition is not None:  # _apply takes its version
                 key = BySagaId(instance.saga_id)
                 await self._apply(definition, self._reply_consumer, inbound, key, delivery, timed)
                 return
@@ -365,6 +410,8 @@ class Coordinator:
                             consumer, message.message_id, key, source_of(message)
                         )
                 before = loaded.instance
+                if before is not None:
+                    definition = self._definition_of(before)
                 if loaded.seen:
                     await self._duplicate(span, message, unparked)
                     return
@@ -460,11 +507,18 @@ class Coordinator:
         if unparked is not None:  # applied before, its park entry left behind: drop it
             await self._store.unpark(unparked)
 
-    async def _record(self, consumer: str, inbound: Inbound, delivery: Delivery, note: str) -> None:
+    async def _record(
+        self,
+        consumer: str,
+        inbound: Inbound,
+        delivery: Delivery,
+        note: str,
+        saga_id: str | None = None,
+    ) -> None:
         now = self._clock()
         entry = entry_in(inbound, "ignored", note, now)
         change = Change(
-            consumer, inbound.message_id, None, None, None, (entry,), source=inbound.source
+            consumer, inbound.message_id, saga_id, None, None, (entry,), source=inbound.source
         )
         with self._spans.ignored(delivery, inbound), self._spans.db("commit saga", "WITH"):
             committed = await self._store.commit(change)
@@ -550,6 +604,14 @@ class Coordinator:
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
         if after.status is SagaStatus.FAILED:
             log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
+
+
+def _add_newest(
+    definitions: list[SagaDefinition[Any, Any]], definition: SagaDefinition[Any, Any]
+) -> None:
+    """Append ``definition`` unless a version of its saga is there (given newest first)."""
+    if all(d.name != definition.name for d in definitions):
+        definitions.append(definition)
 
 
 def _timer_of(instance: SagaInstance) -> TimerFired:

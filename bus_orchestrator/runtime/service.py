@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractQueue
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import ContractRegistry
+from bus_orchestrator.errors import DefinitionVersionError
 from bus_orchestrator.periodic import Periodic
 from bus_orchestrator.ports import Clock
 from bus_orchestrator.runtime.coordinator import Coordinator
@@ -28,7 +29,13 @@ from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
 from bus_orchestrator.startup import until_started
 from bus_orchestrator.store.migrate import require_migrated
-from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool, register_app
+from bus_orchestrator.store.postgres import (
+    PostgresSagaStore,
+    RunningVersion,
+    create_pool,
+    register_app,
+    running_versions,
+)
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.transport.connections import BrokerConnections
 from bus_orchestrator.transport.consumer import QueueConsumer
@@ -107,7 +114,7 @@ class CoordinatorService:
         self._started = True
         log.info(
             "coordinator running: %s on %s",
-            ", ".join(d.name for d in self._definitions),
+            ", ".join(f"{d.name} v{d.version}" for d in self._definitions),
             self.queue_name,
         )
         return True
@@ -122,8 +129,11 @@ class CoordinatorService:
         scope = (
             None
             if self.app is None
-            else await register_app(self._pool, self.app, [d.name for d in self._definitions])
+            else await register_app(
+                self._pool, self.app, sorted({d.name for d in self._definitions})
+            )
         )
+        await require_versions(self._pool, self._definitions)
         self.store = PostgresSagaStore(self._pool, lease, scope)
         self.connections = await BrokerConnections.open(settings.amqp_url, "coordinator")
         publish_channel = await self.connections.publish.channel(publisher_confirms=True)
@@ -247,3 +257,44 @@ async def run_coordinator(
             await stop.wait()
     finally:
         await service.stop()
+
+
+async def require_versions(
+    pool: asyncpg.Pool, definitions: Sequence[SagaDefinition[Any, Any]]
+) -> None:
+    """Refuse to run when running sagas need a version of a definition not given here.
+
+    Raises ``DefinitionVersionError`` naming the saga type, the version and the sagas.
+    """
+    names = sorted({d.name for d in definitions})
+    problem = missing_versions(await running_versions(pool, names), definitions)
+    if problem is not None:
+        raise DefinitionVersionError(problem)
+
+
+def missing_versions(
+    running: Sequence[RunningVersion], definitions: Sequence[SagaDefinition[Any, Any]]
+) -> str | None:
+    """One line naming each (saga type, version) running sagas need and ``definitions``
+    lack, or ``None`` when every one is there."""
+    have: dict[str, list[int]] = {}
+    for definition in sorted(definitions, key=lambda d: d.version):
+        have.setdefault(definition.name, []).append(definition.version)
+    problems = []
+    for need in running:
+        versions = have.get(need.saga_type, [])
+        if need.definition_version in versions:
+            continue
+        ids = ", ".join(need.saga_ids) + (" ..." if need.running > len(need.saga_ids) else "")
+        noun = "saga" if need.running == 1 else "sagas"
+        only = ", ".join(str(v) for v in versions)
+        problems.append(
+            f"saga {need.saga_type} version {need.definition_version} is needed by "
+            f"{need.running} running {noun} (ids {ids}) and this app has only "
+            f"version{'s' if len(versions) > 1 else ''} {only}"
+        )
+    if not problems:
+        return None
+    return "; ".join(problems) + (
+        ": register the old version beside the new until its sagas finish"
+    )

@@ -69,7 +69,7 @@ def _coordinator(definitions: Iterable[SagaDefinition[Any, Any]]) -> Participant
                     )
                 sends.append(step.compensation_sends)
             receives.extend(step.reply_types())
-    runs = ", ".join(sorted(names)) or "no sagas"
+    runs = ", ".join(sorted(set(names))) or "no sagas"  # a saga name once, for all versions
     return Participant(
         name=COORDINATOR,
         description=(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -84,6 +85,28 @@ async def register_app(pool: asyncpg.Pool, app: str, saga_types: Sequence[str]) 
             "the table saga_type_app)"
         )
     return AppScope(app, tuple(sorted({r["saga_type"] for r in rows} | set(saga_types))))
+
+
+@dataclass(frozen=True, slots=True)
+class RunningVersion:
+    """How many running sagas of one type started on one version of its definition."""
+
+    saga_type: str
+    definition_version: int
+    running: int
+    saga_ids: tuple[str, ...]
+    """The oldest few of them."""
+
+
+async def running_versions(pool: asyncpg.Pool, saga_types: Sequence[str]) -> list[RunningVersion]:
+    """The (saga type, definition version) pairs running sagas of ``saga_types`` need: one
+    query, at start-up, so a coordinator can refuse to run without a version they need."""
+    with postgres_errors:
+        rows = await pool.fetch(Queries.load().running_versions, list(saga_types))
+    return [
+        RunningVersion(r["saga_type"], r["definition_version"], r["running"], tuple(r["saga_ids"]))
+        for r in rows
+    ]
 
 
 def _as_uuid(value: str) -> str | None:

@@ -37,6 +37,7 @@ class Queries:
     purge_orphan_history: str
     outbox_backlog: str
     register_app: str
+    running_versions: str
 
     @classmethod
     def load(cls) -> Queries:

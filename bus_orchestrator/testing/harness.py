@@ -366,7 +366,7 @@ class SagaHarness:
         ]
         if len(found) == 1:
             return await self.store.history(found[0].saga_id)
-        types = [saga_type] if saga_type else [s.name for s in self.app.sagas]
+        types = [saga_type] if saga_type else sorted({s.name for s in self.app.sagas})
         if len(found) > 1 or len(types) != 1:
             raise HarnessError(f"name the saga type of {correlation_id!r}")
         return await self.store.history(saga_id_for(types[0], correlation_id))
