@@ -6,20 +6,26 @@ so a step retried from the last stored state sends the very same commands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from bus_orchestrator.core.decision import (
+    COMMAND_REFUSED_TYPE,
+    TIMER_MESSAGE_TYPE,
+    CommandRefused,
+    Decision,
+    Inbound,
+    Outcome,
+    Outgoing,
+    TimerFired,
+)
 from bus_orchestrator.core.definition import END, Compensate, SagaDefinition, Step
 from bus_orchestrator.core.messages import (
-    REDACT_SECRETS,
     Command,
     Message,
     Reply,
-    validation_errors,
 )
 from bus_orchestrator.core.state import (
     Phase,
@@ -30,106 +36,25 @@ from bus_orchestrator.core.state import (
     command_id_for,
     saga_id_for,
 )
+from bus_orchestrator.core.stopping import MAX_ERROR_CHARS, at_rest, error_text, fail
 from bus_orchestrator.errors import DefinitionError
 
-TIMER_MESSAGE_TYPE = "bus.saga_timer_fired"
-COMMAND_REFUSED_TYPE = "bus.command_refused"
-MAX_ERROR_CHARS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A validated event or reply, as the core sees it."""
-
-    message_id: str
-    payload: Message
-    correlation_id: str | None = None
-    causation_id: str | None = None
-    source: str = ""
-    """The CloudEvents ``source``: a message id is unique only together with it."""
-    compensates: str | None = None
-    """On a compensating command: the id of the command it undoes."""
-
-    @property
-    def message_type(self) -> str:
-        return self.payload.message_type
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired:
-    """The deadline of the command a saga awaits has passed."""
-
-    saga_id: str
-    command_id: str
-    due: datetime
-
-    @property
-    def message_id(self) -> str:
-        return f"timer:{self.command_id}:{self.due.isoformat()}"
-
-    @property
-    def message_type(self) -> str:
-        return TIMER_MESSAGE_TYPE
-
-
-@dataclass(frozen=True, slots=True)
-class CommandRefused:
-    """A command a decision built cannot be sent (say, it is over the message size limit).
-
-    The step that sends it fails at once with ``reason``, as if its adapter had refused it.
-    ``cause`` is the id of the message whose decision built the command.
-    """
-
-    saga_id: str
-    command_id: str
-    reason: str
-    cause: str
-
-    @property
-    def message_id(self) -> str:
-        return self.cause
-
-    @property
-    def message_type(self) -> str:
-        return COMMAND_REFUSED_TYPE
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A command to send, with the ids that tie it to the saga and its cause."""
-
-    message_id: str
-    payload: Command
-    correlation_id: str
-    causation_id: str
-    compensates: str | None = None
-    """Set on a compensating command: the id of the forward command it undoes, so an
-    adapter that never saw that command can refuse it should it arrive later."""
-
-
-class Outcome(StrEnum):
-    STARTED = "started"
-    ADVANCED = "advanced"
-    IGNORED = "ignored"
-    FAILED = "failed"
-    """The saga's own code raised: the saga is stopped in ``failed`` for an operator."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do with one message: the new state (if any), what to send, and why."""
-
-    outcome: Outcome
-    note: str
-    instance: SagaInstance | None = None
-    send: tuple[Outgoing, ...] = ()
-    error: Exception | None = None
-    """What the saga's own code raised (outcome ``FAILED``), for the runtime to log."""
-
-    @property
-    def timer(self) -> datetime | None:
-        """The deadline to arm; it replaces any earlier one of this saga."""
-        return self.instance.deadline if self.instance is not None else None
+__all__ = [  # the decision's values and the stopping helpers are re-exported here
+    "COMMAND_REFUSED_TYPE",
+    "MAX_ERROR_CHARS",
+    "TIMER_MESSAGE_TYPE",
+    "CommandRefused",
+    "Decision",
+    "Inbound",
+    "Outcome",
+    "Outgoing",
+    "TimerFired",
+    "at_rest",
+    "decide",
+    "describe",
+    "error_text",
+    "fail",
+]
 
 
 def _checked(command: Command, declared: type[Command] | None, step: str) -> Command:
@@ -143,49 +68,6 @@ def _checked(command: Command, declared: type[Command] | None, step: str) -> Com
 
 def _ignored(note: str) -> Decision:
     return Decision(Outcome.IGNORED, note)
-
-
-def fail(
-    instance: SagaInstance,
-    reason: str,
-    now: datetime,
-    definition: SagaDefinition[Any, Any] | None = None,
-) -> SagaInstance:
-    """The saga stopped for an operator: nothing awaited, no deadline armed, the reason kept.
-
-    For what ``decide`` cannot handle itself, e.g. a timer of a saga type no longer
-    registered, or one that kept failing. With its ``definition``, the data is kept as a
-    finished saga's is (``at_rest``), if the data model still reads it.
-    """
-    data = instance.data
-    if definition is not None:
-        try:
-            data = at_rest(definition, data)
-        except ValidationError:
-            pass  # the data model refuses the stored data: that may be the very failure
-    return instance.model_copy(
-        update={
-            "status": SagaStatus.FAILED,
-            "failure": reason,
-            "data": data,
-            "current": None,
-            "pending_command_id": None,
-            "deadline": None,
-            "to_compensate": (),
-            "version": instance.version + 1,
-            "updated_at": now,
-        }
-    )
-
-
-def at_rest(definition: SagaDefinition[Any, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """A finished saga's data as it is kept: ``Secret`` fields masked, as in its history.
-
-    Raises ``pydantic.ValidationError`` when the data model refuses ``data``.
-    """
-    model = definition.data_model.model_validate(data)
-    masked: dict[str, Any] = model.model_dump(mode="json", context=REDACT_SECRETS)
-    return masked
 
 
 def describe(reply: Message) -> str:
@@ -643,12 +525,6 @@ def _on_refused(d: _Decider, instance: SagaInstance, refused: CommandRefused) ->
         )
         return d.compensate(failed, data, f"step {step.name} failed: {refused.reason}", what)
     return _compensation_failed(d, instance, refused.reason, what)
-
-
-def error_text(exc: BaseException) -> str:
-    """A one-line account of an exception, without the input values it may quote."""
-    text = validation_errors(exc) if isinstance(exc, ValidationError) else str(exc)
-    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
 
 
 def _code_failed(

@@ -1,0 +1,63 @@
+"""Stopping a saga for an operator, and what a finished saga keeps at rest."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from bus_orchestrator.core.definition import SagaDefinition
+from bus_orchestrator.core.messages import REDACT_SECRETS, validation_errors
+from bus_orchestrator.core.state import SagaInstance, SagaStatus
+
+MAX_ERROR_CHARS = 1000
+
+
+def fail(
+    instance: SagaInstance,
+    reason: str,
+    now: datetime,
+    definition: SagaDefinition[Any, Any] | None = None,
+) -> SagaInstance:
+    """The saga stopped for an operator: nothing awaited, no deadline armed, the reason kept.
+
+    For what ``decide`` cannot handle itself, e.g. a timer of a saga type no longer
+    registered, or one that kept failing. With its ``definition``, the data is kept as a
+    finished saga's is (``at_rest``), if the data model still reads it.
+    """
+    data = instance.data
+    if definition is not None:
+        try:
+            data = at_rest(definition, data)
+        except ValidationError:
+            pass  # the data model refuses the stored data: that may be the very failure
+    return instance.model_copy(
+        update={
+            "status": SagaStatus.FAILED,
+            "failure": reason,
+            "data": data,
+            "current": None,
+            "pending_command_id": None,
+            "deadline": None,
+            "to_compensate": (),
+            "version": instance.version + 1,
+            "updated_at": now,
+        }
+    )
+
+
+def at_rest(definition: SagaDefinition[Any, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A finished saga's data as it is kept: ``Secret`` fields masked, as in its history.
+
+    Raises ``pydantic.ValidationError`` when the data model refuses ``data``.
+    """
+    model = definition.data_model.model_validate(data)
+    masked: dict[str, Any] = model.model_dump(mode="json", context=REDACT_SECRETS)
+    return masked
+
+
+def error_text(exc: BaseException) -> str:
+    """A one-line account of an exception, without the input values it may quote."""
+    text = validation_errors(exc) if isinstance(exc, ValidationError) else str(exc)
+    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
