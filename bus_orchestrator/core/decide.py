@@ -253,21 +253,29 @@ def _decide(
     return _on_event(d, instance, message)
 
 
-def _start(d: _Decider, message: Inbound) -> Decision:
-    definition = d.definition
+def _new_saga(
+    definition: SagaDefinition[Any, Any], message: Inbound, now: datetime, **state: Any
+) -> SagaInstance:
+    """The saga a start event creates, before its first step (or failed: ``state``)."""
     correlation_id = definition.correlate(message.payload)
-    data = definition.initial_data(message.payload)
-    instance = SagaInstance(
+    return SagaInstance(
         saga_id=saga_id_for(definition.name, correlation_id),
         saga_type=definition.name,
         correlation_id=correlation_id,
-        status=SagaStatus.RUNNING,
+        status=state.pop("status", SagaStatus.RUNNING),
         version=0,
         definition_version=definition.version,
         data={},
-        created_at=d.now,
-        updated_at=d.now,
+        created_at=now,
+        updated_at=now,
+        **state,
     )
+
+
+def _start(d: _Decider, message: Inbound) -> Decision:
+    definition = d.definition
+    instance = _new_saga(definition, message, d.now)
+    data = definition.initial_data(message.payload)
     return d.begin_step(instance, data, definition.steps[0], Outcome.STARTED, "saga started")
 
 
@@ -539,18 +547,6 @@ def _code_failed(
         # A start event whose initial data could not be built: the saga exists, failed,
         # so that an operator finds it by its correlation id.
         assert isinstance(message, Inbound)  # noqa: S101 - only a start creates a saga
-        correlation_id = definition.correlate(message.payload)
-        instance = SagaInstance(
-            saga_id=saga_id_for(definition.name, correlation_id),
-            saga_type=definition.name,
-            correlation_id=correlation_id,
-            status=SagaStatus.FAILED,
-            version=0,
-            definition_version=definition.version,
-            data={},
-            failure=reason,
-            created_at=now,
-            updated_at=now,
-        )
+        instance = _new_saga(definition, message, now, status=SagaStatus.FAILED, failure=reason)
         return Decision(Outcome.FAILED, reason, instance, error=exc)
     return Decision(Outcome.FAILED, reason, fail(instance, reason, now, definition), error=exc)
