@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bus_orchestrator.core.decide import Inbound
@@ -37,6 +37,7 @@ from bus_orchestrator.runtime.history import entry_in
 from bus_orchestrator.runtime.ordering import KeyedLocks
 from bus_orchestrator.telemetry.metrics import Metrics
 from bus_orchestrator.transport.codec import RawMessage, decode
+from bus_orchestrator.transport.publisher import dead_letter_reasons
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +113,9 @@ def parked_dead_letter(
         content_type=message.content_type or "application/octet-stream",
         headers={
             **message.headers,
-            "x-dead-reason": str(reason),
-            "x-dead-detail": detail,
-            "x-dead-by": "coordinator",
-            "x-dead-at": now.astimezone(UTC).isoformat(),
-            "x-original-exchange": message.exchange,
-            "x-original-routing-key": message.routing_key,
+            **dead_letter_reasons(
+                reason, detail, "coordinator", now, message.exchange, message.routing_key
+            ),
         },
     )
 

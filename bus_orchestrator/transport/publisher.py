@@ -101,14 +101,9 @@ class DeadLetterer:
 
     def message(self, raw: RawMessage, reason: DeadLetterReason, detail: str) -> aio_pika.Message:
         """The dead letter of ``raw``: its body, the reason, and what fits of its headers."""
-        reasons: dict[str, Any] = {
-            "x-dead-reason": str(reason),
-            "x-dead-detail": detail[:MAX_DETAIL_CHARS],
-            "x-dead-by": self._consumer,
-            "x-dead-at": datetime.now(UTC).isoformat(),
-            "x-original-exchange": raw.exchange,
-            "x-original-routing-key": raw.routing_key,
-        }
+        reasons: dict[str, Any] = dead_letter_reasons(
+            reason, detail, self._consumer, datetime.now(UTC), raw.exchange, raw.routing_key
+        )
         originals = {
             k: _header(v) for k, v in raw.headers.items() if k not in reasons and k != DROPPED
         }
@@ -136,6 +131,25 @@ class DeadLetterer:
     async def dead_letter(self, raw: RawMessage, reason: DeadLetterReason, detail: str) -> None:
         message = self.message(raw, reason, detail)
         await self._publisher.send(self._topology.dead, raw.routing_key, message)
+
+
+def dead_letter_reasons(
+    reason: DeadLetterReason,
+    detail: str,
+    by: str,
+    at: datetime,
+    exchange: str,
+    routing_key: str,
+) -> dict[str, str]:
+    """The headers that say why a message is in ``bus.dead`` (the wire contract's names)."""
+    return {
+        "x-dead-reason": str(reason),
+        "x-dead-detail": detail[:MAX_DETAIL_CHARS],
+        "x-dead-by": by,
+        "x-dead-at": at.astimezone(UTC).isoformat(),
+        "x-original-exchange": exchange,
+        "x-original-routing-key": routing_key,
+    }
 
 
 def header_frame_size(message: aio_pika.Message) -> int:
