@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from bus_orchestrator.core.messages import Command, Message
+from bus_orchestrator.core.messages import Command, Event, Message
 from bus_orchestrator.core.state import SagaInstance
 
 TIMER_MESSAGE_TYPE = "bus.saga_timer_fired"
 COMMAND_REFUSED_TYPE = "bus.command_refused"
+LOCKS_GRANTED_TYPE = "bus.saga_locks_granted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +77,28 @@ class CommandRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class LocksGranted:
+    """A saga that waited for its entity locks now holds them all: it may take its first
+    step. The store grants locks; this tells the saga."""
+
+    saga_id: str
+
+    @property
+    def message_id(self) -> str:
+        return f"locks:{self.saga_id}"
+
+    @property
+    def message_type(self) -> str:
+        return LOCKS_GRANTED_TYPE
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A command to send, with the ids that tie it to the saga and its cause."""
+    """A message to send (a command, or an event: a child's start, the saga's end), with
+    the ids that tie it to the saga and its cause."""
 
     message_id: str
-    payload: Command
+    payload: Command | Event
     correlation_id: str
     causation_id: str
     compensates: str | None = None

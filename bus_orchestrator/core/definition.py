@@ -17,19 +17,24 @@ A definition is data plus pure functions of the saga's typed data. Nothing here 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_type_hints
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar as DefaultTypeVar
 
+from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded, cancel_event, end_events
 from bus_orchestrator.core.messages import Command, Event, Message, MessageKind, Reply
 from bus_orchestrator.errors import DefinitionError
 
 D = TypeVar("D", bound=BaseModel)
 S = TypeVar("S", bound=Event)
 E = TypeVar("E", bound=Event)
+R = DefaultTypeVar("R", bound=Reply, default=Reply)
+"""The reply types a step declares it succeeds on: its handlers receive those, narrowed."""
 
 END = "__end__"
 """Returned by a step's ``next`` to finish the saga after that step."""
@@ -82,8 +87,12 @@ class RetryOn:
         return found
 
 
+def _keep_event(data: D, event: Event) -> D:
+    return data
+
+
 @dataclass(frozen=True)
-class Step(Generic[D]):
+class Step(Generic[D, R]):
     """One step: a command to an adapter and the replies that settle it.
 
     ``command`` builds the command from the saga data, which holds what earlier replies
@@ -91,23 +100,27 @@ class Step(Generic[D]):
     that follows from the data and the success reply (a branch); by default the next one in
     the list. A step with a ``compensation`` is undone, in reverse order, when a later step
     fails, the saga is cancelled, or this step's outcome is unknown because it timed out.
+
+    ``on_reply`` and ``next`` receive one of the ``succeeds_on`` types, so a handler may
+    declare that union (``def on_reply(d: Data, r: StockReserved) -> Data``) and mypy checks
+    it against the tuple.
     """
 
     name: str
     command: Callable[[D], Command]
-    succeeds_on: tuple[type[Reply], ...]
+    succeeds_on: tuple[type[R], ...]
     fails_on: tuple[type[Reply], ...] = ()
-    on_reply: Callable[[D, Reply], D] = _keep
+    on_reply: Callable[[D, R], D] = _keep
     compensation: Callable[[D], Command] | None = None
     compensated_on: tuple[type[Reply], ...] = ()
     compensation_fails_on: tuple[type[Reply], ...] = ()
     timeout: timedelta = timedelta(seconds=60)
     max_attempts: int = 1
     compensation_max_attempts: int = 3
-    next: Callable[[D, Reply], str | None] | None = None
+    next: Callable[[D, R], str | None] | None = None
     sends: type[Command] | None = None
     """The command model ``command`` builds: declared, so contracts can be documented and
-    the built command checked."""
+    the built command checked. Taken from ``command``'s return annotation when not given."""
     compensation_sends: type[Command] | None = None
     retry: RetryOn | None = None
     """Failure replies to retry with backoff, each retry a new attempt (see ``RetryOn``)."""
@@ -123,6 +136,76 @@ class Step(Generic[D]):
             *self.compensated_on,
             *self.compensation_fails_on,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wait(Generic[D, E]):
+    """A step that waits for a business event about the saga, not for a reply.
+
+    The event is found by ``correlate`` (as a ``Reaction``'s is). When it arrives before the
+    saga reaches this step, it is kept and the wait ends as soon as it begins. ``on_event``
+    folds the event into the data. No event within ``timeout``: the step has timed out
+    and the saga compensates what it did. A wait has nothing to undo.
+    """
+
+    name: str
+    event: type[E]
+    correlate: Callable[[E], str]
+    timeout: timedelta
+    on_event: Callable[[D, E], D] = _keep_event
+
+
+@dataclass(frozen=True, kw_only=True)
+class Child(Generic[D]):
+    """A step that starts another saga (of this or another app) and waits for its end.
+
+    ``start`` builds the child's start event, published on ``bus.events`` with this saga's
+    correlation id in its ``correlationid`` attribute; the child's end event
+    (``saga.<saga>.completed.v1``, ``.compensated.v1`` or ``.failed.v1``) names it in
+    ``started_by``, which is how it finds its way back. ``completed`` is success; the other
+    two fail the step. ``correlation`` gives the child's correlation id (what its definition
+    takes from the start event), so that compensating this saga while the child runs can
+    cancel it (``saga.<saga>.cancel_requested.v1``); the child's end then settles the step.
+    A child that completed is undone by ``compensation``, when there is one.
+    """
+
+    name: str
+    saga: str
+    """The child's saga type."""
+    start: Callable[[D], Event]
+    starts: type[Event]
+    """The child's start event model, declared so it is part of this app's contracts."""
+    correlation: Callable[[D], str]
+    timeout: timedelta = timedelta(hours=1)
+    compensation: Callable[[D], Command] | None = None
+    compensated_on: tuple[type[Reply], ...] = ()
+    compensation_fails_on: tuple[type[Reply], ...] = ()
+    compensation_max_attempts: int = 3
+    compensation_sends: type[Command] | None = None
+
+    def reply_types(self) -> set[type[Reply]]:
+        return {*self.compensated_on, *self.compensation_fails_on}
+
+
+Member = Step[D, Any] | Wait[D, Any] | Child[D]
+"""What a saga or a parallel group is made of."""
+
+
+@dataclass(frozen=True)
+class Parallel(Generic[D]):
+    """Steps whose commands go out together; the saga moves on when all have succeeded.
+
+    When one fails, those still in flight are awaited (a child is asked to cancel, a wait
+    ends at once), then the group's completed steps and all earlier ones are compensated,
+    newest first. The steps of a group are not branches: none has a ``next``.
+    """
+
+    name: str
+    steps: Sequence[Member[D]]
+
+
+Stage = Member[D] | Parallel[D]
+"""One entry of a saga's ``steps``: a step, or a parallel group of them."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +228,7 @@ class Reaction(Generic[D, E]):
     react: Callable[[D, E], Compensate | D | None]
 
 
-def _check_retry(step: Step[Any]) -> None:
+def _check_retry(step: Step[Any, Any]) -> None:
     assert step.retry is not None  # noqa: S101 - checked by the caller
     problems = step.retry.problems()
     settled = {*step.succeeds_on, *step.fails_on}
@@ -158,6 +241,74 @@ def _check_retry(step: Step[Any]) -> None:
         raise DefinitionError(f"step {step.name!r} retry: {'; '.join(problems)}")
 
 
+def _declared_sends(build: Callable[..., Any]) -> type[Command] | None:
+    """The command model a builder's return annotation names, if it names one."""
+    try:
+        hints = get_type_hints(build)
+    except Exception:  # an annotation that does not resolve declares nothing
+        return None
+    returned = hints.get("return")
+    return returned if isinstance(returned, type) and issubclass(returned, Command) else None
+
+
+def _check_sends(step: Step[Any, Any] | Child[Any]) -> None:
+    """A step's declared command types against what its builders say they return."""
+    pairs: list[tuple[str, type[Command] | None, Callable[..., Any] | None]] = [
+        ("compensation", step.compensation_sends, step.compensation)
+    ]
+    if isinstance(step, Step):
+        pairs.insert(0, ("command", step.sends, step.command))
+    for what, declared, build in pairs:
+        if declared is not None and declared.kind is not MessageKind.COMMAND:
+            raise DefinitionError(f"step {step.name!r}: {declared.__name__} is no command")
+        annotated = _declared_sends(build) if build is not None else None
+        if declared is not None and annotated is not None and not issubclass(annotated, declared):
+            raise DefinitionError(
+                f"step {step.name!r}: its {what} is declared to send {declared.message_type}, "
+                f"but returns {annotated.__name__}"
+            )
+        if declared is None and annotated is not None:
+            field_name = "sends" if what == "command" else "compensation_sends"
+            object.__setattr__(step, field_name, annotated)  # frozen: completed once, here
+
+
+def _check_member(step: Member[Any], names: list[str], grouped: bool) -> None:
+    if isinstance(step, Wait):
+        if step.event.kind is not MessageKind.EVENT:
+            raise DefinitionError(f"step {step.name!r}: {step.event.__name__} is not an event")
+        return
+    if step.compensation is not None and not step.compensated_on:
+        raise DefinitionError(
+            f"step {step.name!r} has a compensation but no reply that confirms it"
+        )
+    if step.compensation_max_attempts < 1:
+        raise DefinitionError(f"step {step.name!r}: attempts must be at least 1")
+    for reply in step.reply_types():
+        if reply.kind is not MessageKind.REPLY:
+            raise DefinitionError(f"step {step.name!r}: {reply.__name__} is not a reply")
+    _check_sends(step)
+    if isinstance(step, Child):
+        if step.starts.kind is not MessageKind.EVENT:
+            raise DefinitionError(f"step {step.name!r}: {step.starts.__name__} is not an event")
+        return
+    if not step.succeeds_on:
+        raise DefinitionError(f"step {step.name!r} has no success reply type")
+    if step.max_attempts < 1:
+        raise DefinitionError(f"step {step.name!r}: attempts must be at least 1")
+    if step.retry is not None:
+        _check_retry(step)
+    if step.branches and step.next is None:
+        raise DefinitionError(f"step {step.name!r} declares branches but has no next")
+    if grouped and step.next is not None:
+        raise DefinitionError(f"step {step.name!r} is in a parallel group and cannot branch")
+    unknown = [b for b in step.branches if b != END and b not in names]
+    if unknown:
+        raise DefinitionError(f"step {step.name!r} branches to unknown steps {unknown}")
+
+
+LOCK_FIELD = re.compile(r"{([^{}]*)}")
+
+
 @dataclass(frozen=True)
 class SagaDefinition(Generic[D, S]):
     """A saga type: its start event, its data model, its steps and its reactions."""
@@ -168,65 +319,103 @@ class SagaDefinition(Generic[D, S]):
     """The start event, or several (say ``.v1`` and ``.v2`` while publishers migrate)."""
     correlate: Callable[[S], str]
     initial_data: Callable[[S], D]
-    steps: Sequence[Step[D]]
+    steps: Sequence[Stage[D]]
     reactions: Sequence[Reaction[D, Any]] = field(default_factory=tuple)
     version: int = 1
     """Each instance records the version it started on and continues on it; an app may
     register several versions of one name, the newest starting new sagas."""
+    locks: tuple[str, ...] = ()
+    """Entity lock keys, as templates over the saga's data: ``("customer:{customer_id}",)``
+    (fields by name, nested ones as ``{order.customer_id}``). A saga holds its keys from
+    start to final status; another needing one of them waits, first come first served, and
+    takes its first step once it holds them all."""
 
     def __post_init__(self) -> None:
         if self.version < 1:
             raise DefinitionError(f"saga {self.name!r}: version must be at least 1")
         if not self.steps:
             raise DefinitionError(f"saga {self.name!r} has no steps")
-        names = [s.name for s in self.steps]
+        names = [s.name for s in self.all_steps()] + [
+            g.name for g in self.steps if isinstance(g, Parallel)
+        ]
         if len(set(names)) != len(names):
             raise DefinitionError(f"saga {self.name!r} has duplicate step names: {names}")
         if END in names:
             raise DefinitionError(f"saga {self.name!r}: {END!r} is reserved")
-        for step in self.steps:
-            if not step.succeeds_on:
-                raise DefinitionError(f"step {step.name!r} has no success reply type")
-            if step.compensation is not None and not step.compensated_on:
-                raise DefinitionError(
-                    f"step {step.name!r} has a compensation but no reply that confirms it"
-                )
-            if step.max_attempts < 1 or step.compensation_max_attempts < 1:
-                raise DefinitionError(f"step {step.name!r}: attempts must be at least 1")
-            for reply in step.reply_types():
-                if reply.kind is not MessageKind.REPLY:
-                    raise DefinitionError(f"step {step.name!r}: {reply.__name__} is not a reply")
-            if step.retry is not None:
-                _check_retry(step)
-            if step.branches and step.next is None:
-                raise DefinitionError(f"step {step.name!r} declares branches but has no next")
-            unknown = [b for b in step.branches if b != END and b not in names]
-            if unknown:
-                raise DefinitionError(f"step {step.name!r} branches to unknown steps {unknown}")
-            for declared in (step.sends, step.compensation_sends):
-                if declared is not None and declared.kind is not MessageKind.COMMAND:
-                    raise DefinitionError(f"step {step.name!r}: {declared.__name__} is no command")
+        stage_names = [s.name for s in self.steps]
+        for stage in self.steps:
+            if isinstance(stage, Parallel):
+                if len(stage.steps) < 2:
+                    raise DefinitionError(f"parallel group {stage.name!r} needs two steps or more")
+                for member in stage.steps:
+                    if isinstance(member, Parallel):
+                        raise DefinitionError(f"parallel group {stage.name!r} holds a group")
+                    _check_member(member, stage_names, grouped=True)
+            else:
+                _check_member(stage, stage_names, grouped=False)
         if not self.start_types:
             raise DefinitionError(f"saga {self.name!r} has no start event")
-        handled = [t.message_type for t in self.start_types] + [
-            r.event.message_type for r in self.reactions
-        ]
+        handled = (
+            [t.message_type for t in self.start_types]
+            + [r.event.message_type for r in self.reactions]
+            + [w.event.message_type for w in self.waits()]
+        )
         if len(set(handled)) != len(handled):
             raise DefinitionError(f"saga {self.name!r}: an event type is handled twice")
+        for template in self.locks:
+            if not LOCK_FIELD.search(template):
+                raise DefinitionError(
+                    f"saga {self.name!r}: lock {template!r} names no field of the data"
+                )
+            unknown = [
+                f
+                for f in LOCK_FIELD.findall(template)
+                if f.split(".")[0] not in self.data_model.model_fields
+            ]
+            if unknown:
+                raise DefinitionError(
+                    f"saga {self.name!r}: lock {template!r} names unknown fields {unknown}"
+                )
 
     @property
     def start_types(self) -> tuple[type[S], ...]:
         started = self.started_by
         return started if isinstance(started, tuple) else (started,)
 
-    def step(self, name: str) -> Step[D]:
-        for step in self.steps:
+    def all_steps(self) -> list[Member[D]]:
+        """Every step, those of parallel groups included, in declaration order."""
+        flat: list[Member[D]] = []
+        for stage in self.steps:
+            flat.extend(stage.steps if isinstance(stage, Parallel) else (stage,))
+        return flat
+
+    def commands(self) -> list[Step[D, Any]]:
+        return [s for s in self.all_steps() if isinstance(s, Step)]
+
+    def waits(self) -> list[Wait[D, Any]]:
+        return [s for s in self.all_steps() if isinstance(s, Wait)]
+
+    def children(self) -> list[Child[D]]:
+        return [s for s in self.all_steps() if isinstance(s, Child)]
+
+    def step(self, name: str) -> Member[D]:
+        for step in self.all_steps():
             if step.name == name:
                 return step
         raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
 
+    def stage(self, name: str) -> Stage[D]:
+        """The stage a step is in: the step itself, or its parallel group."""
+        for stage in self.steps:
+            if stage.name == name:
+                return stage
+            if isinstance(stage, Parallel) and any(m.name == name for m in stage.steps):
+                return stage
+        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+
     def index_of(self, name: str) -> int:
-        return [s.name for s in self.steps].index(name)
+        """The position in ``steps`` of the stage a step (or group) is in."""
+        return list(self.steps).index(self.stage(name))
 
     def reaction_for(self, message_type: str) -> Reaction[D, Any] | None:
         for reaction in self.reactions:
@@ -234,29 +423,69 @@ class SagaDefinition(Generic[D, S]):
                 return reaction
         return None
 
+    def wait_for(self, message_type: str) -> Wait[D, Any] | None:
+        for wait in self.waits():
+            if wait.event.message_type == message_type:
+                return wait
+        return None
+
+    def lock_keys(self, data: BaseModel) -> tuple[str, ...]:
+        """The lock keys a saga with ``data`` takes, sorted and without repeats."""
+        fields = {name: getattr(data, name) for name in type(data).model_fields}
+        return tuple(sorted({template.format(**fields) for template in self.locks}))
+
     def reply_types(self) -> set[str]:
-        return {r.message_type for s in self.steps for r in s.reply_types()}
+        return {
+            r.message_type
+            for s in self.all_steps()
+            if not isinstance(s, Wait)
+            for r in s.reply_types()
+        }
 
     def event_types(self) -> set[str]:
+        """The events this saga's coordinator receives: starts, reactions, waits, the end
+        events of its children, and its own cancellation."""
         return {
             *(t.message_type for t in self.start_types),
             *(r.event.message_type for r in self.reactions),
+            *(w.event.message_type for w in self.waits()),
+            *(e.message_type for c in self.children() for e in end_events(c.saga)),
+            cancel_event(self.name).message_type,
         }
 
     def message_models(self) -> set[type[Message]]:
         """Every model this saga receives or sends whose type is known statically."""
         models: set[type[Message]] = set(self.start_types)
         models.update(r.event for r in self.reactions)
-        for step in self.steps:
+        models.update(end_events(self.name))
+        models.add(cancel_event(self.name))
+        for step in self.all_steps():
+            if isinstance(step, Wait):
+                models.add(step.event)
+                continue
             models.update(step.reply_types())
-            models.update(m for m in (step.sends, step.compensation_sends) if m is not None)
+            models.update(m for m in (step.compensation_sends,) if m is not None)
+            if isinstance(step, Step):
+                models.update(m for m in (step.sends,) if m is not None)
+            else:
+                models.add(step.starts)
+                models.update(end_events(step.saga))
+                models.add(cancel_event(step.saga))
         return models
 
-    def correlation_of(self, event: Event) -> str:
-        """The correlation id an event of this saga carries."""
+    def correlation_of(self, event: Event) -> str | None:
+        """The correlation id an event of this saga carries; ``None`` for the end event of
+        a saga no saga started (it concerns none of this type)."""
         if isinstance(event, self.start_types):
             return self.correlate(event)
         reaction = self.reaction_for(event.message_type)
-        if reaction is None:
-            raise DefinitionError(f"saga {self.name!r} does not handle {event.message_type!r}")
-        return reaction.correlate(event)
+        if reaction is not None:
+            return reaction.correlate(event)
+        wait = self.wait_for(event.message_type)
+        if wait is not None:
+            return wait.correlate(event)
+        if isinstance(event, SagaEnded):
+            return event.started_by.correlation_id if event.started_by is not None else None
+        if isinstance(event, CancelRequested):
+            return event.correlation_id
+        raise DefinitionError(f"saga {self.name!r} does not handle {event.message_type!r}")

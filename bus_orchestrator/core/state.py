@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from bus_orchestrator.core.lifecycle import StartedBy
+
 # Fixed namespace for the engine's deterministic ids. Changing it changes every saga and
 # command id derived from it, so it never changes.
 ID_NAMESPACE = uuid.UUID("6f1d4c8e-3b0a-5e7f-9a26-1c5b7d2e8f40")
@@ -68,6 +70,12 @@ class StepRecord(BaseModel):
     """The attempt under the step's retry policy; each has its own ``command_id``."""
     retry_at: datetime | None = None
     """When the next attempt goes out, while the step waits out a transient failure."""
+    group: str | None = None
+    """The parallel group the step ran in, if any."""
+    deadline: datetime | None = None
+    """While the step is in flight: when its wait ends (its timeout, or its retry)."""
+    cancel_requested_at: datetime | None = None
+    """A child saga's step: when the saga asked the child to cancel."""
 
 
 class SagaInstance(BaseModel):
@@ -86,15 +94,26 @@ class SagaInstance(BaseModel):
     data: dict[str, Any]
     steps: tuple[StepRecord, ...] = ()
     current: int | None = None
-    """Index in ``steps`` of the step awaiting a reply; ``None`` when nothing is awaited."""
+    """Index in ``steps`` of the step awaited (the first, when a parallel group has several
+    in flight); ``None`` when nothing is awaited."""
     phase: Phase = Phase.FORWARD
     pending_command_id: str | None = None
+    """The id of what the ``current`` step awaits an answer to."""
     deadline: datetime | None = None
+    """The earliest deadline of the steps in flight: the saga's one timer."""
     to_compensate: tuple[int, ...] = ()
     """Indexes in ``steps`` still to compensate after the current one, next first."""
     cancel_reason: str | None = None
     """Set when a cancellation arrived while a step's reply was still awaited."""
     failure: str | None = None
+    locks: tuple[str, ...] = ()
+    """The entity lock keys the saga holds, or waits for, until its final status."""
+    waiting_for_locks: bool = False
+    """Started, but not yet holding all its ``locks``: no step has begun."""
+    early_events: dict[str, dict[str, Any]] = {}
+    """Events a later ``Wait`` step waits for that arrived before it began, by type."""
+    started_by: StartedBy | None = None
+    """The start event's id and ``correlationid``: named in the saga's end event."""
     trace_context: dict[str, str] = {}
     """Opaque W3C trace context of the saga's start, so all its work joins one trace."""
     created_at: datetime

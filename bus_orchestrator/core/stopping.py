@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from bus_orchestrator.core.decision import Outgoing
 from bus_orchestrator.core.definition import SagaDefinition
+from bus_orchestrator.core.lifecycle import MAX_REASON_CHARS, end_event
 from bus_orchestrator.core.messages import REDACT_SECRETS, validation_errors
-from bus_orchestrator.core.state import SagaInstance, SagaStatus
+from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance, SagaStatus
 
 MAX_ERROR_CHARS = 1000
 
@@ -61,3 +64,26 @@ def error_text(exc: BaseException) -> str:
     """A one-line account of an exception, without the input values it may quote."""
     text = validation_errors(exc) if isinstance(exc, ValidationError) else str(exc)
     return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
+
+
+def end_of(before: SagaInstance | None, after: SagaInstance | None, cause: str) -> Outgoing | None:
+    """The end event to send when a saga has just reached a final status, else ``None``.
+
+    Its id is derived from the saga's, so the saga ends once on the bus however often the
+    message that ended it is retried."""
+    if after is None or not after.status.terminal:
+        return None
+    if before is not None and before.status.terminal:
+        return None
+    model = end_event(after.saga_type, str(after.status))
+    reason = after.failure[:MAX_REASON_CHARS] if after.failure else None
+    ended = model(
+        saga_id=after.saga_id,
+        saga_type=after.saga_type,
+        correlation_id=after.correlation_id,
+        status=str(after.status),
+        reason=reason,
+        started_by=after.started_by,
+    )
+    message_id = str(uuid.uuid5(ID_NAMESPACE, f"end:{after.saga_id}"))
+    return Outgoing(message_id, ended, after.correlation_id, cause)

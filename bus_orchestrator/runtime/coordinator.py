@@ -31,6 +31,7 @@ from bus_orchestrator.core.decide import (
     fail,
 )
 from bus_orchestrator.core.definition import SagaDefinition
+from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded
 from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
 from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
 from bus_orchestrator.errors import (
@@ -150,6 +151,11 @@ class Coordinator:
         self._replies: dict[str, list[SagaDefinition[Any, Any]]] = {}
         for definition in definitions:
             for model in definition.message_models():
+                if (
+                    issubclass(model, SagaEnded | CancelRequested)
+                    and model.message_type not in registry
+                ):
+                    registry.register(model)  # the engine's own events are always known
                 contract = registry.get(model.message_type)
                 if contract is None or contract.model is not model:
                     raise DefinitionError(
@@ -209,9 +215,10 @@ class Coordinator:
             keys = [] if inbound.correlation_id is None else [inbound.correlation_id]
         elif isinstance(payload, Event) and inbound.message_type in self._events:
             try:
-                targets = [
+                correlated = [
                     (d, d.correlation_of(payload)) for d in self._events[payload.message_type]
                 ]
+                targets = [(d, c) for d, c in correlated if c is not None]
             except Exception as exc:  # the saga's own correlate: no saga to stop
                 log.exception("correlating %s %s failed", inbound.message_type, inbound.message_id)
                 detail = f"correlating {inbound.message_type} raised {error_text(exc)}"
@@ -220,6 +227,11 @@ class Coordinator:
                 )
                 return DeadLetter(DeadLetterReason.HANDLER_ERROR, detail)
             keys = [correlation for _, correlation in targets]
+            if not targets:  # the end event of a saga no saga here started
+                note = f"no saga here started the saga {inbound.message_type} is about"
+                consumer = correlated[0][0].name
+                await self._retrying(self._record, consumer, inbound, delivery, note)
+                return Verdict.ACK
         else:
             detail = f"no saga here handles {inbound.message_type} ({payload.kind})"
             self._spans.refusal(delivery, raw.message_id, DeadLetterReason.UNKNOWN_TYPE, detail)
@@ -458,7 +470,7 @@ class Coordinator:
         fails its step at once (``CommandRefused``), and the saga decides again."""
         decision = decide(definition, before, message, now)
         notes = [decision.note]
-        for _ in range(2 * len(definition.steps) + 1):  # each refusal moves the saga on
+        for _ in range(2 * len(definition.all_steps()) + 1):  # each refusal moves the saga on
             encoded = [self._encode(out, now) for out in decision.send]
             oversized = [
                 (out, len(m.body))

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bus_orchestrator.core.definition import SagaDefinition
+from bus_orchestrator.core.definition import Child, SagaDefinition, Wait
+from bus_orchestrator.core.lifecycle import cancel_event, end_events
 from bus_orchestrator.core.messages import Message
 from bus_orchestrator.errors import DefinitionError
 
@@ -53,14 +54,23 @@ def _coordinator(definitions: Iterable[SagaDefinition[Any, Any]]) -> Participant
         names.append(definition.name)
         receives.extend(definition.start_types)
         receives.extend(r.event for r in definition.reactions)
-        for step in definition.steps:
+        receives.append(cancel_event(definition.name))
+        sends.extend(end_events(definition.name))
+        for step in definition.all_steps():
             where = f"saga {definition.name!r}, step {step.name!r}"
-            if step.sends is None:
+            if isinstance(step, Wait):
+                receives.append(step.event)
+                continue
+            if isinstance(step, Child):
+                sends.extend((step.starts, cancel_event(step.saga)))
+                receives.extend(end_events(step.saga))
+            elif step.sends is None:
                 raise DefinitionError(
                     f"{where}: declare the command model it sends (Step(sends=...)) "
                     "so its contract can be documented"
                 )
-            sends.append(step.sends)
+            else:
+                sends.append(step.sends)
             if step.compensation is not None:
                 if step.compensation_sends is None:
                     raise DefinitionError(
