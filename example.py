@@ -1,8 +1,8 @@
-"""The example application: order-to-cash over the example adapters' fake systems.
+"""The example applications: order-to-cash and customer onboarding, over fake systems.
 
-It lives in the source repository, beside ``contracts/``, ``sagas/`` and ``adapters/``, and
-is not installed with the package. Run it with ``--app example:create_app`` (the default of
-``bus-orchestrator demo``).
+They live in the source repository, beside ``contracts/``, ``sagas/`` and ``adapters/``,
+and are not installed with the package. Run one with ``--app example:create_app`` (order-to-
+cash) or ``--app example:create_onboarding_app``; ``bus-orchestrator demo`` runs both.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 from adapters import example_adapters
+from adapters.onboarding import onboarding_adapters
 from bus_orchestrator import __version__
 from bus_orchestrator.app import App, DemoCase
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core import SagaStatus
 from contracts import Address, LineItem, OrderPlaced
-from sagas import order_to_cash
+from contracts.onboarding import CustomerSignedUp, IdentityVerified
+from sagas import onboarding, order_to_cash
 
 NAME = "order-to-cash"
 TITLE = "bus-orchestrator example domain: order-to-cash"
@@ -75,4 +77,79 @@ def create_app(settings: Settings | None = None) -> App:
         version=__version__,
         title=TITLE,
         demo=demo_plan,
+    )
+
+
+ONBOARDING_NAME = "onboarding"
+ONBOARDING_TITLE = "bus-orchestrator example domain: customer onboarding"
+
+
+@dataclass(frozen=True)
+class Signup:
+    """A signup whose email tags steer its saga to a known end (``adapters.onboarding``)."""
+
+    name: str
+    expected: SagaStatus
+    tags: tuple[str, ...] = ()
+    verified: bool = True
+    """Whether the identity provider verifies the person (the demo publishes its verdict)."""
+    returning: bool = False
+    """The same customer as the signup before it: waits for that one's lock."""
+
+    def event(self, signup_id: str, customer_id: str) -> CustomerSignedUp:
+        return CustomerSignedUp(
+            signup_id=signup_id,
+            customer_id=customer_id,
+            name=f"Customer {signup_id[-3:]}",
+            email=".".join((*self.tags, signup_id)) + "@example.com",
+            country="DE",
+        )
+
+
+SIGNUPS = (
+    Signup("onboarded", SagaStatus.COMPLETED),
+    Signup("bureau unavailable twice, retried (flaky)", SagaStatus.COMPLETED, ("flaky",)),
+    Signup("bureau down, retries spent (down)", SagaStatus.COMPENSATED, ("down",)),
+    Signup("credit rejected (reject)", SagaStatus.COMPENSATED, ("reject",)),
+    Signup(
+        "provisioning fails, kit in flight (noprov)",
+        SagaStatus.COMPENSATED,
+        ("noprov", "slowkit"),
+    ),
+    Signup("documents rejected in the child (fakeid)", SagaStatus.COMPENSATED, ("fakeid",), False),
+    Signup("identity never verified (wait times out)", SagaStatus.COMPENSATED, verified=False),
+    Signup("welcome email bounces (bounce)", SagaStatus.COMPENSATED, ("bounce",)),
+    Signup("a customer's first signup", SagaStatus.COMPLETED),
+    Signup("same customer again: waits for the lock", SagaStatus.COMPLETED, returning=True),
+)
+
+
+def onboarding_plan(count: int) -> list[DemoCase]:
+    """``count`` signups, the scenarios in turn; a verified identity for those that get one."""
+    run_id = uuid.uuid4().hex[:6]
+    cases: list[DemoCase] = []
+    customer_id = ""
+    for n in range(count):
+        signup = SIGNUPS[n % len(SIGNUPS)]
+        signup_id = f"signup-{run_id}-{n:03d}"
+        if not signup.returning:
+            customer_id = f"customer-{run_id}-{n:03d}"
+        verdict = IdentityVerified(verification_id=onboarding.verification_id_of(signup_id))
+        event = signup.event(signup_id, customer_id)
+        then = (verdict,) if signup.verified else ()
+        cases.append(DemoCase(signup.name, event, signup_id, signup.expected, then=then))
+    return cases
+
+
+def create_onboarding_app(settings: Settings | None = None) -> App:
+    """The onboarding app. Its step timeout is ``BUS_STEP_TIMEOUT_SECONDS``, and so is the
+    wait for the identity provider's verdict (days, in real life: short, for the demo)."""
+    timeout = timedelta(seconds=(settings or Settings()).step_timeout_seconds)
+    return App(
+        ONBOARDING_NAME,
+        sagas=[onboarding.build(timeout, timeout), onboarding.build_verification(timeout, timeout)],
+        adapters=onboarding_adapters(),
+        version=__version__,
+        title=ONBOARDING_TITLE,
+        demo=onboarding_plan,
     )

@@ -42,6 +42,10 @@ class DemoCase:
     event: Event
     correlation_id: str
     expected: SagaStatus
+    then: tuple[Event, ...] = ()
+    """Events other systems publish about the saga (say, an identity provider's verdict
+    its ``Wait`` step expects): the demo publishes them after every case's start event. One
+    that comes before its saga is ready for it is kept until then."""
 
 
 DemoPlan = Callable[[int], Sequence[DemoCase]]
