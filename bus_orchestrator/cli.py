@@ -50,7 +50,9 @@ contracts_app = typer.Typer(help="The message contracts: AsyncAPI, JSON Schema, 
 app.add_typer(contracts_app, name="contracts")
 
 EXAMPLE_APP = "example:create_app"
-"""The example application of the source repository, which ``demo`` runs by default."""
+"""The example application of the source repository (order-to-cash)."""
+EXAMPLE_APPS = (EXAMPLE_APP, "example:create_onboarding_app")
+"""The example applications of the source repository, which ``demo`` runs by default."""
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # never split a hint or a command
 
@@ -492,7 +494,9 @@ def new(
 
 @app.command()
 def demo(
-    orders: Annotated[int, typer.Option("--orders", min=4, help="how many orders")] = 24,
+    orders: Annotated[
+        int, typer.Option("--orders", min=4, help="how many sagas of each app (orders, signups)")
+    ] = 24,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 120.0,
     embedded: Annotated[
         bool,
@@ -501,30 +505,44 @@ def demo(
         ),
     ] = False,
     log_level: LogLevel = "warning",
-    app_ref: AppOption = None,
+    app_refs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--app",
+            envvar="BUS_APP",
+            metavar="MODULE:ATTRIBUTE",
+            help="an application with a demo plan; give it several times to run several "
+            "side by side (default: the examples, order-to-cash and onboarding)",
+        ),
+    ] = None,
 ) -> None:
-    """Migrate, run the app's coordinator and adapters in this process, start a mix of
-    sagas (the app's demo plan), and show how each one ends. Exits 0 only if every saga
-    reached its expected status. Without --app, the example of the source repository.
-    When RabbitMQ or Postgres is unreachable, it says so and runs embedded instead."""
+    """Migrate, run each app's coordinator and adapters in this process, start a mix of
+    sagas (each app's demo plan), and show how each one ends, app by app. Exits 0 only if
+    every saga reached its expected status. Without --app, the two examples of the source
+    repository, side by side on one broker and one database. When RabbitMQ or Postgres is
+    unreachable, it says so and runs embedded instead."""
     from bus_orchestrator.demo import run_demo, run_embedded_demo, unreachable
 
     settings = _settings()
     _configure_logging(log_level, settings)
-    application = _app(app_ref or EXAMPLE_APP, settings)
+    applications = [_app(ref, settings) for ref in app_refs or EXAMPLE_APPS]
+    names = [a.name for a in applications]
+    if len(set(names)) != len(names):
+        errors.print(f"[bold red]the demo's apps must have different names: {names}[/]")
+        raise typer.Exit(2)
     if not embedded and (reason := _run(unreachable(settings))) is not None:
         errors.print(f"[yellow]{escape(reason)}: running the demo embedded, in memory[/]")
         embedded = True
     if embedded:
         ok = _run(
-            run_embedded_demo(settings, application, orders, wait_seconds=timeout, console=console)
+            run_embedded_demo(settings, applications, orders, wait_seconds=timeout, console=console)
         )
         raise typer.Exit(0 if ok else 1)
     with _telemetry(settings, "bus-demo") as telemetry:
         ok = _run(
             run_demo(
                 settings,
-                application,
+                applications,
                 orders,
                 wait_seconds=timeout,
                 console=console,
