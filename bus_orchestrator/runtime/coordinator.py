@@ -551,13 +551,14 @@ class Coordinator:
         after = decision.instance
         history = [entry_in(message, decision.outcome, decision.note, now)]
         outbox = []
-        compensation = after is not None and after.phase is Phase.COMPENSATION
         for out, message_out in zip(decision.send, encoded, strict=True):
             # The relay's send span is a child of this work, and the adapters see the saga.
             headers = dict(message_out.headers)
             if self._spans.enabled:
                 inject(headers)
-            headers.update(saga_headers(saga_attributes(after), compensation))
+            # Only a compensating command is marked so: not the end event of a saga that
+            # finished compensating, nor a child's cancel.
+            headers.update(saga_headers(saga_attributes(after), out.compensates is not None))
             outbox.append(dataclasses.replace(message_out, headers=headers))
             history.append(
                 HistoryEntry(
