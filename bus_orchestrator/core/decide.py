@@ -13,6 +13,7 @@ compensation at a time.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ from bus_orchestrator.core.definition import (
 from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded, StartedBy, cancel_event
 from bus_orchestrator.core.messages import Command, Event, Message, Reply
 from bus_orchestrator.core.state import (
+    ID_NAMESPACE,
     Phase,
     SagaInstance,
     SagaStatus,
@@ -255,7 +257,7 @@ class _Decider:
         model = cancel_event(member.saga)
         cancel = model(correlation_id=member.correlation(data), reason=reason[:MAX_ERROR_CHARS])
         record = instance.steps[index]
-        cancel_id = command_id_for(instance.saga_id, index, Phase.COMPENSATION)
+        cancel_id = str(uuid.uuid5(ID_NAMESPACE, f"cancel:{instance.saga_id}:{index}"))
         self.send.append(Outgoing(cancel_id, cancel, instance.correlation_id, self.cause))
         self.notes.append(f"asked the {member.saga} saga of step {record.name} to cancel")
         return self.with_step(instance, index, cancel_requested_at=self.now)

@@ -344,7 +344,10 @@ class Coordinator:
             saga_id = saga_id_for(definition.name, correlation)  # its history tells why
             await self._record(definition.name, inbound, delivery, note, saga_id)
             return
-        if loaded.instance is None and not starts and not loaded.seen:
+        # A parent saga exists before its child's start event is even sent: an end event
+        # that finds no saga is about another saga's child, and is not kept for later.
+        ended = isinstance(inbound.payload, SagaEnded)
+        if loaded.instance is None and not starts and not loaded.seen and not ended:
             await self._park.park(definition, correlation, inbound, raw)
             return
         if loaded.parked and not starts:
