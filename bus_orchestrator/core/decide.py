@@ -109,13 +109,23 @@ class _Decider:
         self.now = now
         self.send: list[Outgoing] = []
         self.notes: list[str] = []
+        self._known: tuple[dict[str, Any], BaseModel] | None = None
 
     def decision(self, outcome: Outcome, instance: SagaInstance) -> Decision:
         return Decision(outcome, "; ".join(self.notes), instance, tuple(self.send))
 
     def data(self, instance: SagaInstance) -> BaseModel:
+        """The saga's typed data; validated once per decision, not once per helper."""
+        if self._known is not None and self._known[0] is instance.data:
+            return self._known[1]
         data: BaseModel = self.definition.data_model.model_validate(instance.data)
+        self._known = (instance.data, data)
         return data
+
+    def with_data(self, instance: SagaInstance, data: BaseModel) -> SagaInstance:
+        dumped = data.model_dump(mode="json")
+        self._known = (dumped, data)
+        return instance.model_copy(update={"data": dumped})
 
     def save(self, old: SagaInstance, **changes: Any) -> SagaInstance:
         return old.model_copy(
@@ -151,7 +161,7 @@ class _Decider:
         """Start every step of ``stage``, then move on as far as the saga can go."""
         members = stage.steps if isinstance(stage, Parallel) else (stage,)
         group = stage.name if isinstance(stage, Parallel) else None
-        instance = instance.model_copy(update={"data": data.model_dump(mode="json")})
+        instance = self.with_data(instance, data)
         for member in members:
             instance = self.begin_member(instance, member, group)
         return self.settle(instance, None)
@@ -203,7 +213,7 @@ class _Decider:
 
     def succeeded(self, instance: SagaInstance, index: int, data: BaseModel) -> SagaInstance:
         return self.with_step(
-            instance.model_copy(update={"data": data.model_dump(mode="json")}),
+            self.with_data(instance, data),
             index,
             status=StepStatus.SUCCEEDED,
             finished_at=self.now,
@@ -314,7 +324,7 @@ class _Decider:
 
     def compensate(self, instance: SagaInstance, data: BaseModel, reason: str) -> Decision:
         """Undo every step that succeeded or may have (timed out), newest first."""
-        instance = instance.model_copy(update={"data": data.model_dump(mode="json")})
+        instance = self.with_data(instance, data)
         undo = tuple(
             i
             for i in reversed(range(len(instance.steps)))
