@@ -159,7 +159,7 @@ class _Decider:
 
     def begin_stage(self, instance: SagaInstance, data: BaseModel, stage: Stage[Any]) -> Decision:
         """Start every step of ``stage``, then move on as far as the saga can go."""
-        members = stage.steps if isinstance(stage, Parallel) else (stage,)
+        members = stage.members() if isinstance(stage, Parallel) else [stage]
         group = stage.name if isinstance(stage, Parallel) else None
         instance = self.with_data(instance, data)
         for member in members:
@@ -304,7 +304,7 @@ class _Decider:
         if chosen is not None:
             return self.definition.stage(chosen)
         following = self.definition.index_of(stage.name) + 1
-        steps = self.definition.steps
+        steps = self.definition.stages()
         return steps[following] if following < len(steps) else None
 
     def finish(self, instance: SagaInstance, status: SagaStatus, **changes: Any) -> SagaInstance:
@@ -486,7 +486,7 @@ def _start(d: _Decider, message: Inbound) -> Decision:
         )
         d.notes.append(f"waits for locks {', '.join(keys)}")
         return d.decision(Outcome.STARTED, d.save(waiting))
-    decision = d.begin_stage(instance, data, definition.steps[0])
+    decision = d.begin_stage(instance, data, definition.stages()[0])
     return Decision(Outcome.STARTED, decision.note, decision.instance, decision.send)
 
 
@@ -495,7 +495,7 @@ def _on_locks(d: _Decider, instance: SagaInstance) -> Decision:
         return _ignored("locks granted to a saga that does not wait for them")
     d.notes.append(f"holds locks {', '.join(instance.locks)}")
     holding = instance.model_copy(update={"waiting_for_locks": False})
-    return d.begin_stage(holding, d.data(instance), d.definition.steps[0])
+    return d.begin_stage(holding, d.data(instance), d.definition.stages()[0])
 
 
 def _flying_record(instance: SagaInstance, command_id: str | None) -> int | None:
