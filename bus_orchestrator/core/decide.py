@@ -122,9 +122,18 @@ class _Decider:
         self._known = (instance.data, data)
         return data
 
-    def with_data(self, instance: SagaInstance, data: BaseModel) -> SagaInstance:
+    def dumped(self, data: BaseModel) -> dict[str, Any]:
+        """``data`` in JSON form; the data a decision already holds is not dumped again."""
+        if self._known is not None and self._known[1] is data:
+            return self._known[0]
         dumped = data.model_dump(mode="json")
         self._known = (dumped, data)
+        return dumped
+
+    def with_data(self, instance: SagaInstance, data: BaseModel) -> SagaInstance:
+        dumped = self.dumped(data)
+        if dumped is instance.data:
+            return instance
         return instance.model_copy(update={"data": dumped})
 
     def save(self, old: SagaInstance, **changes: Any) -> SagaInstance:
@@ -133,26 +142,29 @@ class _Decider:
         )
 
     def with_step(self, instance: SagaInstance, index: int, **changes: Any) -> SagaInstance:
+        """``instance`` with one step record changed (and ``data``, when given)."""
         steps = list(instance.steps)
+        data = changes.pop("data", None)
         steps[index] = steps[index].model_copy(update=changes)
-        return instance.model_copy(update={"steps": tuple(steps)})
+        update: dict[str, Any] = {"steps": tuple(steps)}
+        if data is not None:
+            update["data"] = self.dumped(data)
+        return instance.model_copy(update=update)
 
-    def awaiting(self, instance: SagaInstance) -> SagaInstance:
-        """The saga's awaited step, command id and timer, from its steps in flight."""
+    def save_awaiting(self, instance: SagaInstance) -> SagaInstance:
+        """Save the saga with its awaited step, command id and timer taken from its steps
+        in flight."""
         flying = _in_flight(instance)
         if not flying:
-            return instance.model_copy(
-                update={"current": None, "pending_command_id": None, "deadline": None}
-            )
+            return self.save(instance, current=None, pending_command_id=None, deadline=None)
         first = flying[0]
         deadlines = [r.deadline for r in (instance.steps[i] for i in flying) if r.deadline]
-        return instance.model_copy(
-            update={
-                "current": first,
-                "pending_command_id": instance.steps[first].command_id,
-                "phase": Phase.FORWARD,
-                "deadline": min(deadlines) if deadlines else None,
-            }
+        return self.save(
+            instance,
+            current=first,
+            pending_command_id=instance.steps[first].command_id,
+            phase=Phase.FORWARD,
+            deadline=min(deadlines) if deadlines else None,
         )
 
     # -- forward -------------------------------------------------------------------------
@@ -213,8 +225,9 @@ class _Decider:
 
     def succeeded(self, instance: SagaInstance, index: int, data: BaseModel) -> SagaInstance:
         return self.with_step(
-            self.with_data(instance, data),
+            instance,
             index,
+            data=data,
             status=StepStatus.SUCCEEDED,
             finished_at=self.now,
             deadline=None,
@@ -275,7 +288,7 @@ class _Decider:
     def settle(self, instance: SagaInstance, reply: Reply | None) -> Decision:
         """After a step settled: wait for the rest, compensate, or take the next stage."""
         if _in_flight(instance):
-            return self.decision(Outcome.ADVANCED, self.save(self.awaiting(instance)))
+            return self.decision(Outcome.ADVANCED, self.save_awaiting(instance))
         data = self.data(instance)
         if instance.cancel_reason is not None:
             return self.compensate(instance, data, instance.cancel_reason)
@@ -594,7 +607,7 @@ def _on_transient(
         error=error,
     )
     d.notes.append(f"attempt {attempt} of {step.retry.attempts} at {retry_at.isoformat()}")
-    return d.decision(Outcome.ADVANCED, d.save(d.awaiting(waiting)))
+    return d.decision(Outcome.ADVANCED, d.save_awaiting(waiting))
 
 
 def _on_event(d: _Decider, instance: SagaInstance, message: Inbound) -> Decision:

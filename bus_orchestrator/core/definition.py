@@ -347,7 +347,23 @@ class SagaDefinition(Generic[D, S]):
     start to final status; another needing one of them waits, first come first served, and
     takes its first step once it holds them all."""
 
+    _stages: list[Stage[D]] = field(init=False, repr=False, compare=False)
+    _flat: list[Member[D]] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, tuple[Member[D], int]] = field(init=False, repr=False, compare=False)
+    """Each step, by name, with the position of its stage: looked up on every message."""
+
     def __post_init__(self) -> None:
+        stages = [s if isinstance(s, Parallel) else _member(s) for s in self.steps]
+        flat: list[Member[D]] = []
+        for stage in stages:
+            flat.extend(stage.members() if isinstance(stage, Parallel) else (stage,))
+        by_name = {
+            member.name: (member, position)
+            for position, stage in enumerate(stages)
+            for member in (stage.members() if isinstance(stage, Parallel) else (stage,))
+        }
+        for name, value in (("_stages", stages), ("_flat", flat), ("_by_name", by_name)):
+            object.__setattr__(self, name, value)  # frozen: derived once, here
         if self.version < 1:
             raise DefinitionError(f"saga {self.name!r}: version must be at least 1")
         if not self.steps:
@@ -399,14 +415,11 @@ class SagaDefinition(Generic[D, S]):
 
     def all_steps(self) -> list[Member[D]]:
         """Every step, those of parallel groups included, in declaration order."""
-        flat: list[Member[D]] = []
-        for stage in self.steps:
-            flat.extend(stage.members() if isinstance(stage, Parallel) else (_member(stage),))
-        return flat
+        return self._flat
 
     def stages(self) -> list[Stage[D]]:
         """``steps``, as the engine reads them."""
-        return [s if isinstance(s, Parallel) else _member(s) for s in self.steps]
+        return self._stages
 
     def commands(self) -> list[Step[D, Any]]:
         return [s for s in self.all_steps() if isinstance(s, Step)]
@@ -418,23 +431,24 @@ class SagaDefinition(Generic[D, S]):
         return [s for s in self.all_steps() if isinstance(s, Child)]
 
     def step(self, name: str) -> Member[D]:
-        for step in self.all_steps():
-            if step.name == name:
-                return step
-        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+        found = self._by_name.get(name)
+        if found is None:
+            raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+        return found[0]
 
     def stage(self, name: str) -> Stage[D]:
         """The stage a step is in: the step itself, or its parallel group."""
-        for stage in self.stages():
-            if stage.name == name:
-                return stage
-            if isinstance(stage, Parallel) and any(m.name == name for m in stage.members()):
-                return stage
-        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+        return self._stages[self.index_of(name)]
 
     def index_of(self, name: str) -> int:
         """The position in ``steps`` of the stage a step (or group) is in."""
-        return self.stages().index(self.stage(name))
+        found = self._by_name.get(name)
+        if found is not None:
+            return found[1]
+        for position, stage in enumerate(self._stages):
+            if stage.name == name:
+                return position
+        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
 
     def reaction_for(self, message_type: str) -> Reaction[D, Any] | None:
         for reaction in self.reactions:
