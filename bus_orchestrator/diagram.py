@@ -69,7 +69,7 @@ class _Drawing:
 
     def __init__(self, definition: SagaDefinition[Any, Any]) -> None:
         self.definition = definition
-        self.stages: list[Stage[Any]] = list(definition.steps)
+        self.stages: list[Stage[Any]] = definition.stages()
         self.compensable: list[Undoable] = [
             m for m in reversed(definition.all_steps()) if _compensation_of(m)
         ]
@@ -168,15 +168,15 @@ class _Drawing:
         lines = [
             f"    subgraph {_group_id(group)} [{_text(group.name + ', in parallel')}]",
             f"        {fork}{{{{{_text(group.name + ': all start')}}}}}",
-            *(f"        {_node(member)}" for member in group.steps),
+            *(f"        {_node(member)}" for member in group.members()),
             f"        {join}{{{{{_text(group.name + ': all succeeded')}}}}}",
             "    end",
         ]
-        for member in group.steps:
+        for member in group.members():
             lines.append(f"    {fork} --> {_step_id(member)}")
         before = self.undo_before(index)
-        undone = [m for m in group.steps if _compensation_of(m)]
-        for member in group.steps:
+        undone = [m for m in group.members() if _compensation_of(m)]
+        for member in group.members():
             # The others may have succeeded: undoing starts in the group, newest first.
             others = [m for m in undone if m is not member]
             failed = _undoing_id(group) if others else before
@@ -248,7 +248,7 @@ class _Drawing:
 
 
 def _members(stage: Stage[Any]) -> Sequence[Member[Any]]:
-    return stage.steps if isinstance(stage, Parallel) else (stage,)
+    return stage.members() if isinstance(stage, Parallel) else (stage,)
 
 
 def _compensation_of(step: Member[Any]) -> bool:
