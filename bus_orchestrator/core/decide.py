@@ -13,6 +13,7 @@ compensation at a time.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ from bus_orchestrator.core.definition import (
 from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded, StartedBy, cancel_event
 from bus_orchestrator.core.messages import Command, Event, Message, Reply
 from bus_orchestrator.core.state import (
+    ID_NAMESPACE,
     Phase,
     SagaInstance,
     SagaStatus,
@@ -107,13 +109,32 @@ class _Decider:
         self.now = now
         self.send: list[Outgoing] = []
         self.notes: list[str] = []
+        self._known: tuple[dict[str, Any], BaseModel] | None = None
 
     def decision(self, outcome: Outcome, instance: SagaInstance) -> Decision:
         return Decision(outcome, "; ".join(self.notes), instance, tuple(self.send))
 
     def data(self, instance: SagaInstance) -> BaseModel:
+        """The saga's typed data; validated once per decision, not once per helper."""
+        if self._known is not None and self._known[0] is instance.data:
+            return self._known[1]
         data: BaseModel = self.definition.data_model.model_validate(instance.data)
+        self._known = (instance.data, data)
         return data
+
+    def dumped(self, data: BaseModel) -> dict[str, Any]:
+        """``data`` in JSON form; the data a decision already holds is not dumped again."""
+        if self._known is not None and self._known[1] is data:
+            return self._known[0]
+        dumped = data.model_dump(mode="json")
+        self._known = (dumped, data)
+        return dumped
+
+    def with_data(self, instance: SagaInstance, data: BaseModel) -> SagaInstance:
+        dumped = self.dumped(data)
+        if dumped is instance.data:
+            return instance
+        return instance.model_copy(update={"data": dumped})
 
     def save(self, old: SagaInstance, **changes: Any) -> SagaInstance:
         return old.model_copy(
@@ -121,35 +142,38 @@ class _Decider:
         )
 
     def with_step(self, instance: SagaInstance, index: int, **changes: Any) -> SagaInstance:
+        """``instance`` with one step record changed (and ``data``, when given)."""
         steps = list(instance.steps)
+        data = changes.pop("data", None)
         steps[index] = steps[index].model_copy(update=changes)
-        return instance.model_copy(update={"steps": tuple(steps)})
+        update: dict[str, Any] = {"steps": tuple(steps)}
+        if data is not None:
+            update["data"] = self.dumped(data)
+        return instance.model_copy(update=update)
 
-    def awaiting(self, instance: SagaInstance) -> SagaInstance:
-        """The saga's awaited step, command id and timer, from its steps in flight."""
+    def save_awaiting(self, instance: SagaInstance) -> SagaInstance:
+        """Save the saga with its awaited step, command id and timer taken from its steps
+        in flight."""
         flying = _in_flight(instance)
         if not flying:
-            return instance.model_copy(
-                update={"current": None, "pending_command_id": None, "deadline": None}
-            )
+            return self.save(instance, current=None, pending_command_id=None, deadline=None)
         first = flying[0]
         deadlines = [r.deadline for r in (instance.steps[i] for i in flying) if r.deadline]
-        return instance.model_copy(
-            update={
-                "current": first,
-                "pending_command_id": instance.steps[first].command_id,
-                "phase": Phase.FORWARD,
-                "deadline": min(deadlines) if deadlines else None,
-            }
+        return self.save(
+            instance,
+            current=first,
+            pending_command_id=instance.steps[first].command_id,
+            phase=Phase.FORWARD,
+            deadline=min(deadlines) if deadlines else None,
         )
 
     # -- forward -------------------------------------------------------------------------
 
     def begin_stage(self, instance: SagaInstance, data: BaseModel, stage: Stage[Any]) -> Decision:
         """Start every step of ``stage``, then move on as far as the saga can go."""
-        members = stage.steps if isinstance(stage, Parallel) else (stage,)
+        members = stage.members() if isinstance(stage, Parallel) else [stage]
         group = stage.name if isinstance(stage, Parallel) else None
-        instance = instance.model_copy(update={"data": data.model_dump(mode="json")})
+        instance = self.with_data(instance, data)
         for member in members:
             instance = self.begin_member(instance, member, group)
         return self.settle(instance, None)
@@ -201,8 +225,9 @@ class _Decider:
 
     def succeeded(self, instance: SagaInstance, index: int, data: BaseModel) -> SagaInstance:
         return self.with_step(
-            instance.model_copy(update={"data": data.model_dump(mode="json")}),
+            instance,
             index,
+            data=data,
             status=StepStatus.SUCCEEDED,
             finished_at=self.now,
             deadline=None,
@@ -255,7 +280,7 @@ class _Decider:
         model = cancel_event(member.saga)
         cancel = model(correlation_id=member.correlation(data), reason=reason[:MAX_ERROR_CHARS])
         record = instance.steps[index]
-        cancel_id = command_id_for(instance.saga_id, index, Phase.COMPENSATION)
+        cancel_id = str(uuid.uuid5(ID_NAMESPACE, f"cancel:{instance.saga_id}:{index}"))
         self.send.append(Outgoing(cancel_id, cancel, instance.correlation_id, self.cause))
         self.notes.append(f"asked the {member.saga} saga of step {record.name} to cancel")
         return self.with_step(instance, index, cancel_requested_at=self.now)
@@ -263,7 +288,7 @@ class _Decider:
     def settle(self, instance: SagaInstance, reply: Reply | None) -> Decision:
         """After a step settled: wait for the rest, compensate, or take the next stage."""
         if _in_flight(instance):
-            return self.decision(Outcome.ADVANCED, self.save(self.awaiting(instance)))
+            return self.decision(Outcome.ADVANCED, self.save_awaiting(instance))
         data = self.data(instance)
         if instance.cancel_reason is not None:
             return self.compensate(instance, data, instance.cancel_reason)
@@ -292,7 +317,7 @@ class _Decider:
         if chosen is not None:
             return self.definition.stage(chosen)
         following = self.definition.index_of(stage.name) + 1
-        steps = self.definition.steps
+        steps = self.definition.stages()
         return steps[following] if following < len(steps) else None
 
     def finish(self, instance: SagaInstance, status: SagaStatus, **changes: Any) -> SagaInstance:
@@ -312,7 +337,7 @@ class _Decider:
 
     def compensate(self, instance: SagaInstance, data: BaseModel, reason: str) -> Decision:
         """Undo every step that succeeded or may have (timed out), newest first."""
-        instance = instance.model_copy(update={"data": data.model_dump(mode="json")})
+        instance = self.with_data(instance, data)
         undo = tuple(
             i
             for i in reversed(range(len(instance.steps)))
@@ -474,7 +499,7 @@ def _start(d: _Decider, message: Inbound) -> Decision:
         )
         d.notes.append(f"waits for locks {', '.join(keys)}")
         return d.decision(Outcome.STARTED, d.save(waiting))
-    decision = d.begin_stage(instance, data, definition.steps[0])
+    decision = d.begin_stage(instance, data, definition.stages()[0])
     return Decision(Outcome.STARTED, decision.note, decision.instance, decision.send)
 
 
@@ -483,7 +508,7 @@ def _on_locks(d: _Decider, instance: SagaInstance) -> Decision:
         return _ignored("locks granted to a saga that does not wait for them")
     d.notes.append(f"holds locks {', '.join(instance.locks)}")
     holding = instance.model_copy(update={"waiting_for_locks": False})
-    return d.begin_stage(holding, d.data(instance), d.definition.steps[0])
+    return d.begin_stage(holding, d.data(instance), d.definition.stages()[0])
 
 
 def _flying_record(instance: SagaInstance, command_id: str | None) -> int | None:
@@ -582,7 +607,7 @@ def _on_transient(
         error=error,
     )
     d.notes.append(f"attempt {attempt} of {step.retry.attempts} at {retry_at.isoformat()}")
-    return d.decision(Outcome.ADVANCED, d.save(d.awaiting(waiting)))
+    return d.decision(Outcome.ADVANCED, d.save_awaiting(waiting))
 
 
 def _on_event(d: _Decider, instance: SagaInstance, message: Inbound) -> Decision:

@@ -91,8 +91,16 @@ def _keep_event(data: D, event: Event) -> D:
     return data
 
 
+class StepBase(Generic[D]):
+    """What a saga's ``steps`` (and a ``Parallel`` group's) hold: a ``Step``, a ``Wait`` or a
+    ``Child``. It names no reply type, so a ``Step`` written inline in a definition is typed
+    by its own arguments, not by the list it is in."""
+
+    name: str
+
+
 @dataclass(frozen=True)
-class Step(Generic[D, R]):
+class Step(StepBase[D], Generic[D, R]):
     """One step: a command to an adapter and the replies that settle it.
 
     ``command`` builds the command from the saga data, which holds what earlier replies
@@ -139,7 +147,7 @@ class Step(Generic[D, R]):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Wait(Generic[D, E]):
+class Wait(StepBase[D], Generic[D, E]):
     """A step that waits for a business event about the saga, not for a reply.
 
     The event is found by ``correlate`` (as a ``Reaction``'s is). When it arrives before the
@@ -156,7 +164,7 @@ class Wait(Generic[D, E]):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Child(Generic[D]):
+class Child(StepBase[D]):
     """A step that starts another saga (of this or another app) and waits for its end.
 
     ``start`` builds the child's start event, published on ``bus.events`` with this saga's
@@ -188,7 +196,13 @@ class Child(Generic[D]):
 
 
 Member = Step[D, Any] | Wait[D, Any] | Child[D]
-"""What a saga or a parallel group is made of."""
+"""What a saga or a parallel group is made of, as the engine reads it."""
+
+
+def _member(step: object) -> Member[Any]:
+    if isinstance(step, Step | Wait | Child):
+        return step
+    raise DefinitionError(f"{step!r} is no Step, Wait or Child")
 
 
 @dataclass(frozen=True)
@@ -201,7 +215,10 @@ class Parallel(Generic[D]):
     """
 
     name: str
-    steps: Sequence[Member[D]]
+    steps: Sequence[StepBase[D]]
+
+    def members(self) -> list[Member[D]]:
+        return [_member(step) for step in self.steps]
 
 
 Stage = Member[D] | Parallel[D]
@@ -319,7 +336,7 @@ class SagaDefinition(Generic[D, S]):
     """The start event, or several (say ``.v1`` and ``.v2`` while publishers migrate)."""
     correlate: Callable[[S], str]
     initial_data: Callable[[S], D]
-    steps: Sequence[Stage[D]]
+    steps: Sequence[StepBase[D] | Parallel[D]]
     reactions: Sequence[Reaction[D, Any]] = field(default_factory=tuple)
     version: int = 1
     """Each instance records the version it started on and continues on it; an app may
@@ -330,7 +347,23 @@ class SagaDefinition(Generic[D, S]):
     start to final status; another needing one of them waits, first come first served, and
     takes its first step once it holds them all."""
 
+    _stages: list[Stage[D]] = field(init=False, repr=False, compare=False)
+    _flat: list[Member[D]] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, tuple[Member[D], int]] = field(init=False, repr=False, compare=False)
+    """Each step, by name, with the position of its stage: looked up on every message."""
+
     def __post_init__(self) -> None:
+        stages = [s if isinstance(s, Parallel) else _member(s) for s in self.steps]
+        flat: list[Member[D]] = []
+        for stage in stages:
+            flat.extend(stage.members() if isinstance(stage, Parallel) else (stage,))
+        by_name = {
+            member.name: (member, position)
+            for position, stage in enumerate(stages)
+            for member in (stage.members() if isinstance(stage, Parallel) else (stage,))
+        }
+        for name, value in (("_stages", stages), ("_flat", flat), ("_by_name", by_name)):
+            object.__setattr__(self, name, value)  # frozen: derived once, here
         if self.version < 1:
             raise DefinitionError(f"saga {self.name!r}: version must be at least 1")
         if not self.steps:
@@ -343,13 +376,11 @@ class SagaDefinition(Generic[D, S]):
         if END in names:
             raise DefinitionError(f"saga {self.name!r}: {END!r} is reserved")
         stage_names = [s.name for s in self.steps]
-        for stage in self.steps:
+        for stage in self.stages():
             if isinstance(stage, Parallel):
                 if len(stage.steps) < 2:
                     raise DefinitionError(f"parallel group {stage.name!r} needs two steps or more")
-                for member in stage.steps:
-                    if isinstance(member, Parallel):
-                        raise DefinitionError(f"parallel group {stage.name!r} holds a group")
+                for member in stage.members():  # refuses a group in a group
                     _check_member(member, stage_names, grouped=True)
             else:
                 _check_member(stage, stage_names, grouped=False)
@@ -384,10 +415,11 @@ class SagaDefinition(Generic[D, S]):
 
     def all_steps(self) -> list[Member[D]]:
         """Every step, those of parallel groups included, in declaration order."""
-        flat: list[Member[D]] = []
-        for stage in self.steps:
-            flat.extend(stage.steps if isinstance(stage, Parallel) else (stage,))
-        return flat
+        return self._flat
+
+    def stages(self) -> list[Stage[D]]:
+        """``steps``, as the engine reads them."""
+        return self._stages
 
     def commands(self) -> list[Step[D, Any]]:
         return [s for s in self.all_steps() if isinstance(s, Step)]
@@ -399,23 +431,24 @@ class SagaDefinition(Generic[D, S]):
         return [s for s in self.all_steps() if isinstance(s, Child)]
 
     def step(self, name: str) -> Member[D]:
-        for step in self.all_steps():
-            if step.name == name:
-                return step
-        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+        found = self._by_name.get(name)
+        if found is None:
+            raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+        return found[0]
 
     def stage(self, name: str) -> Stage[D]:
         """The stage a step is in: the step itself, or its parallel group."""
-        for stage in self.steps:
-            if stage.name == name:
-                return stage
-            if isinstance(stage, Parallel) and any(m.name == name for m in stage.steps):
-                return stage
-        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+        return self._stages[self.index_of(name)]
 
     def index_of(self, name: str) -> int:
         """The position in ``steps`` of the stage a step (or group) is in."""
-        return list(self.steps).index(self.stage(name))
+        found = self._by_name.get(name)
+        if found is not None:
+            return found[1]
+        for position, stage in enumerate(self._stages):
+            if stage.name == name:
+                return position
+        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
 
     def reaction_for(self, message_type: str) -> Reaction[D, Any] | None:
         for reaction in self.reactions:

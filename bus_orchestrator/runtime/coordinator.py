@@ -344,7 +344,10 @@ class Coordinator:
             saga_id = saga_id_for(definition.name, correlation)  # its history tells why
             await self._record(definition.name, inbound, delivery, note, saga_id)
             return
-        if loaded.instance is None and not starts and not loaded.seen:
+        # A parent saga exists before its child's start event is even sent: an end event
+        # that finds no saga is about another saga's child, and is not kept for later.
+        ended = isinstance(inbound.payload, SagaEnded)
+        if loaded.instance is None and not starts and not loaded.seen and not ended:
             await self._park.park(definition, correlation, inbound, raw)
             return
         if loaded.parked and not starts:
@@ -551,13 +554,14 @@ class Coordinator:
         after = decision.instance
         history = [entry_in(message, decision.outcome, decision.note, now)]
         outbox = []
-        compensation = after is not None and after.phase is Phase.COMPENSATION
         for out, message_out in zip(decision.send, encoded, strict=True):
             # The relay's send span is a child of this work, and the adapters see the saga.
             headers = dict(message_out.headers)
             if self._spans.enabled:
                 inject(headers)
-            headers.update(saga_headers(saga_attributes(after), compensation))
+            # Only a compensating command is marked so: not the end event of a saga that
+            # finished compensating, nor a child's cancel.
+            headers.update(saga_headers(saga_attributes(after), out.compensates is not None))
             outbox.append(dataclasses.replace(message_out, headers=headers))
             history.append(
                 HistoryEntry(

@@ -3,6 +3,7 @@ and what a finished saga keeps at rest."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from pydantic import SecretStr
@@ -42,7 +43,7 @@ def broken(step_name: str, **changes: object) -> object:
     steps = tuple(
         Step(**{**s.__dict__, **changes}) if s.name == step_name else s for s in saga.steps
     )
-    return type(saga)(**{**saga.__dict__, "steps": steps})
+    return dataclasses.replace(saga, steps=steps)
 
 
 def boom(*_: object) -> object:
@@ -85,7 +86,7 @@ def test_saga_code_that_raises_fails_the_saga_with_the_error() -> None:
 
 def test_initial_data_that_raises_leaves_a_failed_saga_to_find() -> None:
     saga = order_to_cash.build()
-    saga = type(saga)(**{**saga.__dict__, "initial_data": boom})
+    saga = dataclasses.replace(saga, initial_data=boom)
     decision = decide(saga, None, Inbound("e-1", placed(), OID), T0)
     assert decision.outcome is Outcome.FAILED
     assert decision.instance is not None

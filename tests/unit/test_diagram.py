@@ -14,37 +14,17 @@ from bus_orchestrator.core import END, Step
 from bus_orchestrator.diagram import diagram
 from bus_orchestrator.errors import DefinitionError
 from sagas import order_to_cash
+from tests.unit.flowchart import parse
 from tests.unit.test_branches import SAGA as BRANCHING
 from tests.unit.test_branches import Review
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 runner = CliRunner(env={"BUS_APP": "example:create_app"})
 
-NODE = re.compile(r'^    (?:    )?(\w+)[\[({]+"([^"]*)"[\])}]+$')
-EDGE = re.compile(r'^    (\w+) (-->|-\.->)(?:\|"([^"]*)"\|)? (\w+)$')
-
-
-def parse(text: str) -> tuple[dict[str, str], set[tuple[str, str, str, str]]]:
-    """The labelled nodes (id -> label) and edges (source, arrow, label, target) of a
-    flowchart; every other line must be the header, a comment, a subgraph or an end node."""
-    lines = text.splitlines()
-    assert lines[0] == "flowchart TD"
-    nodes: dict[str, str] = {}
-    edges: set[tuple[str, str, str, str]] = set()
-    for line in lines[1:]:
-        if node := NODE.match(line):
-            nodes[node[1]] = node[2]
-        elif edge := EDGE.match(line):
-            edges.add((edge[1], edge[2], edge[3] or "", edge[4]))
-        else:
-            assert re.match(r'^    (%% .*|subgraph \w+ \["[^"]*"\]|end|(\w+)\(\(\2\)\))$', line), (
-                line
-            )
-    return nodes, edges
-
 
 def test_the_example_shows_every_step_command_compensation_and_edge() -> None:
-    nodes, edges = parse(diagram(order_to_cash.build()))
+    chart = parse(diagram(order_to_cash.build()))
+    nodes, edges = chart.nodes, set(chart.edges)
     assert nodes["start"] == "orders.order_placed.v1"
     assert nodes["step_reserve_stock"] == "reserve_stock<br/>inventory.reserve_stock.v1"
     assert nodes["step_charge_payment"] == "charge_payment<br/>payments.charge_payment.v1"
@@ -52,6 +32,7 @@ def test_the_example_shows_every_step_command_compensation_and_edge() -> None:
     assert nodes["undo_charge_payment"] == "undo charge_payment<br/>payments.refund_payment.v1"
     assert nodes["undo_reserve_stock"] == "undo reserve_stock<br/>inventory.release_stock.v1"
     assert nodes["reaction_0"] == "orders.order_cancelled.v1"
+    assert nodes["cancel"] == "saga.order_to_cash.cancel_requested.v1"
     assert "undo_create_shipment" not in nodes  # no compensation declared
     assert edges == {
         ("start", "-->", "", "step_reserve_stock"),
@@ -74,18 +55,18 @@ def test_the_example_shows_every_step_command_compensation_and_edge() -> None:
         ("undo_reserve_stock", "-.->", "timeout 30s, 3 attempts", "failed"),
         # the cancellation may compensate whatever was done
         ("reaction_0", "-.->", "may compensate", "compensation"),
+        # and so does the saga's own cancel event
+        ("cancel", "-.->", "compensates", "compensation"),
     }
 
 
 def test_declared_branches_are_drawn_and_an_undeclared_one_shows_its_default() -> None:
-    _, edges = parse(diagram(BRANCHING))
+    edges = set(parse(diagram(BRANCHING)).edges)
     assert ("step_score", "-->", "tests.scored.v1 default", "step_review") in edges
 
     score = dataclasses.replace(BRANCHING.steps[0], branches=("review", "welcome", END))
     declared = dataclasses.replace(BRANCHING, steps=(score, *BRANCHING.steps[1:]))
-    _, edges = parse(diagram(declared))
-    from_score = {(label, target) for source, _, label, target in edges if source == "step_score"}
-    assert from_score == {
+    assert parse(diagram(declared)).edges_from("step_score") == {
         ("tests.scored.v1", "step_review"),
         ("tests.scored.v1", "step_welcome"),
         ("tests.scored.v1", "completed"),
@@ -95,6 +76,7 @@ def test_declared_branches_are_drawn_and_an_undeclared_one_shows_its_default() -
     text = diagram(declared)
     assert "subgraph" not in text
     assert '    reaction_0 -.->|"may compensate"| compensated' in text
+    assert '    cancel -.->|"compensates"| compensated' in text
 
 
 def test_branches_must_name_steps_and_need_a_next() -> None:
