@@ -21,8 +21,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict
 
-from bus_orchestrator.core import RetryOn, SagaDefinition, Step
-from bus_orchestrator.core.definition import Child, Parallel, Wait
+from bus_orchestrator.core import Child, Parallel, RetryOn, SagaDefinition, Step, Wait
 from contracts.onboarding import (
     AccountClosed,
     AccountCreated,
