@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bus_orchestrator.app import App
+from bus_orchestrator.cli import EXAMPLE_APP
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus, StepStatus
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
@@ -20,7 +21,7 @@ from contracts.onboarding import IdentityVerified
 from example import create_onboarding_app
 from sagas.onboarding import verification_id_of
 from tests.conftest import TestBus
-from tests.e2e.processes import Processes, wait_for_consumers
+from tests.e2e.processes import Processes, cli, wait_for_consumers
 from tests.integration.harness import publish, sql, wait_for_status
 from tests.unit.test_onboarding import (
     CLOSE_CASE,
@@ -164,3 +165,43 @@ async def test_a_second_signup_of_one_customer_waits_for_the_first(
     order = [r["correlation_id"] for r in rows if r["correlation_id"].startswith("twice-")]
     # every command of the first signup was taken up before any of the second's
     assert order == sorted(order) and order.count("twice-1") == order.count("twice-2") == 5
+
+
+# -- the demo runs both example apps -------------------------------------------------------
+
+
+async def test_the_demo_runs_both_apps_in_memory(settings: Settings) -> None:
+    code, out, err = await cli(
+        *(settings, "demo", "--embedded", "--orders", "10", "--app", EXAMPLE_APP, "--app", APP),
+        COLUMNS="200",  # the summary's rows unwrapped
+    )
+    assert code == 0, out + err
+    assert "order-to-cash: all 10 sagas ended as expected" in out
+    assert "onboarding: all 10 sagas ended as expected" in out
+    for scenario in ("bureau unavailable twice", "identity never verified", "waits for the lock"):
+        assert scenario in out
+
+
+async def test_the_demo_runs_both_apps_side_by_side_on_the_services(
+    settings: Settings, db_schema: str, bus: TestBus
+) -> None:
+    code, out, err = await cli(
+        settings,
+        *("demo", "--orders", "10", "--timeout", "90", "--app", EXAMPLE_APP, "--app", APP),
+        BUS_STEP_TIMEOUT_SECONDS=STEP_TIMEOUT_SECONDS,
+    )
+    assert code == 0, out + err
+    assert "embedded" not in out + err
+    events = f"{settings.exchange_prefix}bus.events"
+    assert f"starting 10 sagas on {events} (order-to-cash)" in out
+    assert f"starting 10 sagas on {events} (onboarding)" in out
+    assert "order-to-cash: all 10 sagas ended as expected" in out
+    assert "onboarding: all 10 sagas ended as expected" in out
+
+
+@pytest.mark.xfail(not LOCK_RUNTIME, reason="the runtime does not grant locks yet", strict=True)
+async def test_without_an_app_the_demo_runs_both_examples(settings: Settings) -> None:
+    code, out, err = await cli(settings, "demo", "--embedded", "--orders", "10", BUS_APP="")
+    assert code == 0, out + err
+    assert "order-to-cash: all 10 sagas ended as expected" in out
+    assert "onboarding: all 10 sagas ended as expected" in out
