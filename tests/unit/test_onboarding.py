@@ -13,13 +13,16 @@ import pytest
 
 from adapters.onboarding import FLAKY_OUTAGES, OnboardingSystems, onboarding_adapters
 from bus_orchestrator.app import App
-from bus_orchestrator.core import SagaDefinition, SagaStatus, StepStatus
+from bus_orchestrator.core import SagaDefinition, SagaStatus, StepStatus, cancel_event
 from bus_orchestrator.testing import SagaHarness
 from contracts.onboarding import (
+    CheckDocuments,
     CustomerSignedUp,
+    DocumentsAccepted,
     IdentityVerified,
     OrderWelcomeKit,
     WelcomeKitOrdered,
+    WelcomeKitUnavailable,
 )
 from sagas import onboarding
 from sagas.onboarding import CREDIT_RETRY, verification_id_of
@@ -84,6 +87,8 @@ class Path:
     steps: dict[str, StepStatus]
     child: dict[str, StepStatus] = field(default_factory=dict)
     failure: str | None = None
+    undone: tuple[str, ...] = ()
+    """The commands the compensations undo, in the order they are sent."""
 
 
 S = StepStatus
@@ -135,6 +140,7 @@ PATHS = [
         {"create_crm_account": S.COMPENSATED, "check_credit": S.FAILED},
         failure="step check_credit failed after 3 attempts: "
         "credit.bureau_unavailable.v1: bureau timeout (check 3)",
+        undone=(CREATE,),
     ),
     Path(
         "credit rejected: the CRM account is closed",
@@ -144,6 +150,7 @@ PATHS = [
         (CREATE, CHECK, CLOSE),
         {"create_crm_account": S.COMPENSATED, "check_credit": S.FAILED},
         failure="step check_credit failed: credit.credit_rejected.v1: insufficient credit history",
+        undone=(CREATE,),
     ),
     Path(
         "provisioning fails: the kit is cancelled, then the CRM account closed",
@@ -157,6 +164,7 @@ PATHS = [
             "provision_account": S.FAILED,
             "order_welcome_kit": S.COMPENSATED,
         },
+        undone=(KIT, CREATE),
     ),
     Path(
         "documents rejected: the child closes its case, the parent undoes all",
@@ -169,6 +177,7 @@ PATHS = [
         failure="step verify_identity failed: child saga identity_verification compensated: "
         "step check_documents failed: identity.documents_rejected.v1: "
         "the passport photo does not match",
+        undone=(OPEN_CASE, KIT, PROVISION, CREATE),
     ),
     Path(
         "identity never verified: the child's wait times out, both compensate",
@@ -180,6 +189,7 @@ PATHS = [
         {"open_case": S.COMPENSATED, "check_documents": S.SUCCEEDED, "identity_verified": S.FAILED},
         failure="step verify_identity failed: child saga identity_verification compensated: "
         "step identity_verified timed out",
+        undone=(OPEN_CASE, KIT, PROVISION, CREATE),
     ),
     Path(
         "welcome email bounces: kit, provisioning and CRM undone, newest first",
@@ -189,6 +199,7 @@ PATHS = [
         (CREATE, CHECK, PROVISION, KIT, *VERIFICATION, EMAIL, CANCEL_KIT, DEPROVISION, CLOSE),
         {**UNDONE, "verify_identity": S.SUCCEEDED, "send_welcome_email": S.FAILED},
         VERIFIED,
+        undone=(KIT, PROVISION, CREATE),
     ),
 ]
 
@@ -219,26 +230,16 @@ async def test_paths(harness: SagaHarness, path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
-async def test_each_compensation_undoes_its_own_command_in_reverse_order(
+async def test_each_compensation_undoes_its_own_command_newest_first(
     harness: SagaHarness, path: Path
 ) -> None:
     await run_path(harness, path)
-    forward = {c.message_id: c.message_type for c in harness.commands if not c.compensation}
-    undone = [forward.get(c.compensates or "") for c in harness.commands if c.compensation]
-    done_parent = [t for t in forward.values() if t in (CREATE, PROVISION, KIT)]
-    if path.status is SagaStatus.COMPENSATED:
-        # the child's case first (its saga ends before the parent's step fails), then the
-        # parent's steps, newest first; the credit check and the email undo nothing
-        child_first = [OPEN_CASE] if CLOSE_CASE in path.sent else []
-        undo_parent = [t for t in reversed(done_parent) if t not in _failed_types(path)]
-        assert undone == child_first + undo_parent
-    else:
-        assert undone == []
-
-
-def _failed_types(path: Path) -> set[str]:
-    by_step = {"provision_account": PROVISION, "order_welcome_kit": KIT}
-    return {by_step[name] for name, s in path.steps.items() if s is S.FAILED and name in by_step}
+    forward = {c.message_id: c for c in harness.commands if not c.compensation}
+    compensations = [c for c in harness.commands if c.compensation]
+    undone = [forward[c.compensates] for c in compensations if c.compensates in forward]
+    assert len(undone) == len(compensations)  # each names a command that was sent
+    assert tuple(c.message_type for c in undone) == path.undone
+    assert [c.correlation_id for c in undone] == [c.correlation_id for c in compensations]
 
 
 async def test_the_retried_check_is_one_step_of_three_attempts_each_with_its_own_id(
@@ -354,3 +355,78 @@ async def test_signups_of_two_customers_do_not_wait_for_each_other(harness: Saga
     await harness.advance(UNTIL_VERIFICATION)
     for signup_id in ("s-1", "s-2"):
         assert (await harness.saga(signup_id)).steps[-1].name == "verify_identity"
+
+
+# -- cancelling, and replies that cross ----------------------------------------------------
+
+
+async def test_cancelling_while_the_child_waits_cancels_the_child_then_compensates(
+    harness: SagaHarness, systems: OnboardingSystems
+) -> None:
+    await harness.publish(signup("s-1", "c-1"))
+    await harness.advance(UNTIL_VERIFICATION)
+    assert (await harness.steps(verification_id_of("s-1")))["identity_verified"] is S.RUNNING
+    await harness.publish(cancel_event("onboarding")(correlation_id="s-1", reason="withdrawn"))
+    await harness.run_until_idle()
+    parent, child = await harness.saga("s-1"), await harness.saga(verification_id_of("s-1"))
+    assert child.status is SagaStatus.COMPENSATED and child.failure == "withdrawn"
+    assert parent.status is SagaStatus.COMPENSATED and parent.failure == "withdrawn"
+    assert harness.command_types()[-4:] == [CLOSE_CASE, CANCEL_KIT, DEPROVISION, CLOSE]
+    assert systems.identity.closed == {verification_id_of("s-1")}
+
+
+async def test_cancelling_during_a_retry_backoff_sends_no_more_checks(
+    harness: SagaHarness,
+) -> None:
+    await harness.publish(signup("s-1", "c-1", "down"))
+    await harness.run_until_idle()
+    assert harness.command_types() == [CREATE, CHECK]  # the retry waits out its backoff
+    await harness.publish(cancel_event("onboarding")(correlation_id="s-1", reason="withdrawn"))
+    await harness.advance(UNTIL_VERIFICATION)
+    assert harness.command_types() == [CREATE, CHECK, CLOSE]
+    saga = await harness.saga("s-1")
+    assert (saga.status, saga.failure) == (SagaStatus.COMPENSATED, "withdrawn")
+    assert await harness.steps("s-1") == {
+        "create_crm_account": S.COMPENSATED,
+        "check_credit": S.FAILED,
+    }
+
+
+async def test_both_members_of_the_group_failing_undo_only_the_crm_account(
+    harness: SagaHarness,
+) -> None:
+    harness.reply(
+        OrderWelcomeKit, lambda c: WelcomeKitUnavailable(signup_id=c.signup_id, reason="none left")
+    )
+    await harness.publish(signup("s-1", "c-1", "noprov"))
+    await harness.run_until_idle()
+    saga = await harness.saga("s-1")
+    assert saga.status is SagaStatus.COMPENSATED
+    assert harness.command_types() == [CREATE, CHECK, PROVISION, KIT, CLOSE]
+    assert saga.failure is not None and saga.failure.startswith("step provision_account failed")
+
+
+async def test_a_verdict_that_comes_while_the_documents_are_checked_is_kept_for_the_wait(
+    harness: SagaHarness,
+) -> None:
+    harness.reply(CheckDocuments)  # the check is slow
+    await harness.publish(signup("s-1", "c-1"))
+    await harness.run_until_idle()
+    await harness.publish(IdentityVerified(verification_id=verification_id_of("s-1")))
+    await harness.run_until_idle()
+    child = await harness.saga(verification_id_of("s-1"))
+    assert set(child.early_events) == {"identity.identity_verified.v1"}
+    [check] = [c for c in harness.commands if c.message_type == CHECK_DOCS]
+    await harness.answer(check, DocumentsAccepted(verification_id=verification_id_of("s-1")))
+    await harness.run_until_idle()
+    assert (await harness.saga("s-1")).status is SagaStatus.COMPLETED
+    assert await harness.steps(verification_id_of("s-1")) == VERIFIED
+
+
+async def test_a_verdict_for_a_finished_verification_changes_nothing(harness: SagaHarness) -> None:
+    await run_path(harness, PATHS[0])
+    before = await harness.saga(verification_id_of("s-1"))
+    await harness.publish(IdentityVerified(verification_id=verification_id_of("s-1")))
+    await harness.run_until_idle()
+    assert await harness.saga(verification_id_of("s-1")) == before
+    assert harness.dead_letters == []
