@@ -65,7 +65,8 @@ CREDIT_RETRY = RetryOn(
     backoff=timedelta(seconds=1),
     max_backoff=timedelta(seconds=30),
 )
-"""Three checks in all, one second apart, then two: the bureau's outages are short."""
+"""Three checks in all: the second about a second after the first failed, the third about
+two seconds after that (less the jitter). The bureau's outages are short."""
 
 
 def verification_id_of(signup_id: str) -> str:
@@ -177,7 +178,8 @@ def build(
     verification_timeout: timedelta = timedelta(seconds=30),
 ) -> SagaDefinition[OnboardingData, CustomerSignedUp]:
     """The onboarding saga. ``step_timeout`` bounds each adapter's reply; the identity
-    verification child is given the time its own saga may take (see ``build_verification``)."""
+    verification child, whose wait takes up to ``verification_timeout``, is given the time
+    its own saga may take (``verification_budget``)."""
     return SagaDefinition(
         name=ONBOARDING,
         data_model=OnboardingData,
