@@ -1,4 +1,5 @@
-"""Entity locks on the real services: 50 sagas of one lock key, two coordinators.
+"""Entity locks on the real services: 50 sagas of one lock key, two coordinators; and a
+grant racing the commit that ends the saga it grants.
 
 The sagas all post to one account, so they all need the key ``account:acc-1``. They are
 started at once and handled by two coordinators consuming one queue (each with its own
@@ -29,10 +30,11 @@ from bus_orchestrator.core.decision import LOCKS_GRANTED_TYPE
 from bus_orchestrator.core.definition import SagaDefinition, Step
 from bus_orchestrator.core.lifecycle import end_event
 from bus_orchestrator.core.messages import Command, Event, Reply
-from bus_orchestrator.ports import Direction
+from bus_orchestrator.ports import CommitResult, Direction, SagaLocks
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from tests.conftest import TestBus
 from tests.integration.harness import migrated, publish, sql, wait_for_status
+from tests.integration.test_store_contract import bump, change, make_saga
 from tests.integration.test_two_apps import Running
 
 pytestmark = pytest.mark.integration
@@ -185,3 +187,28 @@ async def test_no_two_sagas_hold_one_key_at_once(
     ]
     assert overlaps == [], "sagas granted the key while another still held it"
     assert await sql(settings, "SELECT lock_key, saga_id FROM saga_lock") == []
+
+
+async def test_a_saga_that_ends_as_it_is_granted_leaves_no_lock_behind(
+    settings: Settings, db_schema: str
+) -> None:
+    """A grant and the commit that ends the saga it grants, at the same moment: whichever
+    comes first, the saga holds nothing once both are done, and neither fails."""
+    await migrated(settings)
+    pool = await create_pool(settings.model_copy(update={"db_pool_size": 4}))
+    store = PostgresSagaStore(pool, timedelta(seconds=1))
+    try:
+        for n in range(40):
+            keys = (f"race:{n}:a", f"race:{n}:b")
+            saga = make_saga(f"race-{n}").model_copy(
+                update={"locks": keys, "waiting_for_locks": True}
+            )
+            assert (await store.commit(change(f"s{n}", saga))).result is CommitResult.COMMITTED
+            cancelled = bump(saga, status=SagaStatus.COMPENSATED, waiting_for_locks=False)
+            end = change(f"e{n}", cancelled, saga.version)
+            _, ended = await asyncio.gather(store.grant_locks(list(keys)), store.commit(end))
+            assert ended.result is CommitResult.COMMITTED
+            assert await store.saga_locks(saga.saga_id) == SagaLocks()
+    finally:
+        await pool.close()
+    assert await sql(settings, "SELECT lock_key FROM saga_lock") == []

@@ -5,12 +5,16 @@
 -- for a later grant. The rows are locked in (saga_id, lock_key) order, the order the
 -- release in commit_update_release.sql deletes them in, so the two cannot deadlock.
 -- Returns the sagas granted, with what the coordinator needs to tell them.
-WITH ready AS (
-    SELECT DISTINCT w.saga_id
+WITH heads AS (
+    SELECT DISTINCT ON (w.lock_key) w.saga_id
     FROM saga_lock w
-    WHERE w.granted_at IS NULL
-      AND w.lock_key = ANY($1::text[])
-      AND NOT EXISTS (
+    WHERE w.granted_at IS NULL AND w.lock_key = ANY($1::text[])
+    ORDER BY w.lock_key, w.seq
+),
+ready AS (
+    SELECT DISTINCT w.saga_id
+    FROM heads w
+    WHERE NOT EXISTS (
           SELECT 1
           FROM saga_lock mine
           JOIN saga_lock other
