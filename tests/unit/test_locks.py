@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import pytest
 from pydantic import BaseModel
 
 from bus_orchestrator.app import App
@@ -24,6 +25,7 @@ from bus_orchestrator.ports import LockGrant, SagaLocks
 from bus_orchestrator.store.memory import InMemorySagaStore
 from bus_orchestrator.testing import SagaHarness
 from bus_orchestrator.testing.harness import SentCommand
+from bus_orchestrator.views import saga_view
 
 
 class OrderPlaced(Event):
@@ -293,3 +295,37 @@ async def test_the_lock_sweep_grants_what_a_crash_before_the_grant_left() -> Non
     await harness.run_until_idle()
     assert store.sweeps >= 1
     assert _started(harness) == ["o-1"]
+
+
+async def test_sagas_show_prints_the_locks_held_and_the_place_in_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rich.console import Console
+
+    from bus_orchestrator import cli
+
+    harness = _harness()
+    for order in ("o-1", "o-2", "o-3"):
+        await harness.publish(OrderPlaced(order_id=order, customer_id="c-1"))
+    await harness.run_until_idle()
+    holder, last = await harness.saga("o-1"), await harness.saga("o-3")
+    views = [
+        saga_view(saga, locks=await harness.store.saga_locks(saga.saga_id))
+        for saga in (holder, last)
+    ]
+    assert views[0]["locks"]["held"] == [
+        {"key": "customer:c-1", "since": harness.clock.now.isoformat()}
+    ]
+    assert views[1]["locks"]["waiting"] is True
+    assert [(a["key"], a["place"], a["holder"]) for a in views[1]["locks"]["awaited"]] == [
+        ("customer:c-1", 2, holder.saga_id)
+    ]
+    assert "locks" not in saga_view(holder)  # shown only when asked for
+
+    console = Console(width=400, record=True)
+    monkeypatch.setattr(cli, "console", console)
+    for view in views:
+        cli._print_saga(view)
+    text = console.export_text()
+    assert f"holds lock customer:c-1 since {harness.clock.now.isoformat()}" in text
+    assert f"waits for lock customer:c-1: number 2 in line, held by saga {holder.saga_id}" in text
