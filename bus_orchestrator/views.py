@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from bus_orchestrator.core.messages import REDACT_SECRETS
 from bus_orchestrator.core.state import SagaInstance
-from bus_orchestrator.ports import HistoryEntry
+from bus_orchestrator.ports import HistoryEntry, SagaLocks
 from bus_orchestrator.telemetry.tracing import trace_id_of
 
 
@@ -16,8 +16,10 @@ def saga_view(
     instance: SagaInstance,
     jaeger_ui_url: str | None = None,
     data_model: type[BaseModel] | None = None,
+    locks: SagaLocks | None = None,
 ) -> dict[str, Any]:
-    """One saga as a JSON-ready object; with a Jaeger UI URL, a link to its trace.
+    """One saga as a JSON-ready object; with a Jaeger UI URL, a link to its trace; with
+    its ``locks`` (``SagaStore.saga_locks``), the entity locks it holds and waits for.
 
     The saga's data is shown through its ``data_model``, with ``Secret`` fields masked;
     without the model it is left out, since nothing says which of its fields are secret.
@@ -63,6 +65,25 @@ def saga_view(
             for step in instance.steps
         ],
         "data": data,
+        **({"locks": locks_view(instance, locks)} if locks is not None else {}),
+    }
+
+
+def locks_view(instance: SagaInstance, locks: SagaLocks) -> dict[str, Any]:
+    """The entity locks a saga holds and those it waits for, with its place in line."""
+    return {
+        "keys": list(instance.locks),
+        "waiting": instance.waiting_for_locks and not instance.status.terminal,
+        "held": [{"key": h.key, "since": h.since.isoformat()} for h in locks.held],
+        "awaited": [
+            {
+                "key": a.key,
+                "place": a.place,
+                "holder": a.holder,
+                "since": a.since.isoformat(),
+            }
+            for a in locks.awaited
+        ],
     }
 
 

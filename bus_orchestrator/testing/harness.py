@@ -2,10 +2,10 @@
 
 What runs is what runs in production: the ``Coordinator`` over the ``InMemorySagaStore``,
 the app's adapters through the adapter kit's ``CommandProcessor`` (with an
-``InMemoryCommandLog``), the ``TimerLoop``'s ``tick`` and the park sweep, every message
-encoded and decoded by the real codec. Only the broker, the database and the wall clock
-are replaced, by ``InMemoryBus``, the in-memory store and a ``ManualClock``; nothing runs in
-the background, so a test says when work happens::
+``InMemoryCommandLog``), the ``TimerLoop``'s ``tick``, the park and lock sweeps, every
+message encoded and decoded by the real codec. Only the broker, the database and the wall
+clock are replaced, by ``InMemoryBus``, the in-memory store and a ``ManualClock``; nothing
+runs in the background, so a test says when work happens::
 
     harness = SagaHarness(app)
     harness.reply(ChargePayment, lambda cmd: PaymentDeclined(order_id=cmd.order_id, reason="no"))
@@ -245,7 +245,8 @@ class SagaHarness:
 
     async def run_until_idle(self) -> None:
         """Do all the work there is at the current time: publish the committed outbox,
-        deliver every message, fire due timers, apply or expire parked events.
+        deliver every message, fire due timers, apply or expire parked events, grant
+        entity lock keys a failure left ungranted (the coordinator grants as it commits).
 
         Raises ``HarnessError`` if that never ends (a message requeued forever, say).
         """
@@ -259,6 +260,7 @@ class SagaHarness:
                 await self.bus.deliver_next()
                 or await self._timers.tick()
                 or await self.coordinator.sweep_parked()
+                or await self.coordinator.sweep_locks()
             ):
                 return
         raise HarnessError(f"still busy after {MAX_STEPS} steps: is something looping?")
