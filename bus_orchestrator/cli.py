@@ -388,6 +388,10 @@ def _print_saga(view: dict[str, Any]) -> None:
         console.print(f"  reason: {view['failure']}")
     if view["trace_id"]:
         console.print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
+    if view["in_flight"]:
+        console.print(f"  in flight: {', '.join(view['in_flight'])} (until {view['deadline']})")
+    for early in view["early_events"]:
+        console.print(f"  kept for a later wait: {early}")
     for held in view.get("locks", {}).get("held", []):
         console.print(f"  holds lock {held['key']} since {held['since']}")
     for awaited in view.get("locks", {}).get("awaited", []):
@@ -401,7 +405,7 @@ def _print_saga(view: dict[str, Any]) -> None:
     )
     for step in view["steps"]:
         table.add_row(
-            step["name"],
+            f"{step['group']}: {step['name']}" if step["group"] else step["name"],
             step["status"],
             step["command_type"],
             str(step["attempts"]),
