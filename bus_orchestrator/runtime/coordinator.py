@@ -27,12 +27,19 @@ from bus_orchestrator.core.decide import (
     Outgoing,
     TimerFired,
     decide,
+    end_of,
     error_text,
     fail,
 )
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded
-from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
+from bus_orchestrator.core.messages import (
+    REDACT_SECRETS,
+    Command,
+    ContractRegistry,
+    Event,
+    Reply,
+)
 from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
 from bus_orchestrator.errors import (
     BusOrchestratorError,
@@ -272,7 +279,8 @@ class Coordinator:
             await self._retrying(self._apply, definition, definition.name, timer, key, None)
 
     async def give_up(self, instance: SagaInstance, reason: str) -> CommitResult:
-        """Stop a saga whose timer kept failing: ``failed`` with ``reason``, in its history.
+        """Stop a saga whose timer kept failing: ``failed`` with ``reason``, in its history,
+        and its end event sent, as for any saga that ends.
 
         The timer's own inbox id and the saga's version guard the write, so the timer cannot
         be both fired and given up on; CONFLICT or DUPLICATE means the saga moved on.
@@ -280,18 +288,17 @@ class Coordinator:
         timer = _timer_of(instance)
         now = self._clock()
         definition = self._versions.get((instance.saga_type, instance.definition_version))
-        decision = Decision(Outcome.ADVANCED, reason, fail(instance, reason, now, definition))
-        change = Change(
-            consumer=instance.saga_type,  # the inbox name fire() would use: see _apply
-            message_id=timer.message_id,
-            saga_id=instance.saga_id,
-            instance=decision.instance,
-            expected_version=instance.version,
-            history=(entry_in(timer, "failed", reason, now),),
-        )
+        failed = fail(instance, reason, now, definition)
+        ended = end_of(instance, failed, timer.message_id)
+        send = () if ended is None else (ended,)
+        decision = Decision(Outcome.FAILED, reason, failed, send)
+        encoded = [self._encode(out, now) for out in send]
+        # the inbox name fire() would use (see _apply), so only one of the two can commit
+        change = self._change(instance.saga_type, timer, instance, decision, encoded, now, None)
         with bind_saga(instance.saga_id):
             committed = await self._store.commit(change)
             if committed.result is CommitResult.COMMITTED:
+                self._relay.submit(committed.outbox)
                 self._observe(decision, instance)
         return committed.result
 
@@ -557,7 +564,9 @@ class Coordinator:
             headers = dict(message_out.headers)
             if self._spans.enabled:
                 inject(headers)
-            headers.update(saga_headers(saga_attributes(after), compensation))
+            # Only a command undoes a step; an event sent meanwhile (the end) is no compensation.
+            undoes = compensation and isinstance(out.payload, Command)
+            headers.update(saga_headers(saga_attributes(after), undoes))
             outbox.append(dataclasses.replace(message_out, headers=headers))
             history.append(
                 HistoryEntry(
