@@ -128,6 +128,7 @@ class Coordinator:
         self._definitions: dict[str, SagaDefinition[Any, Any]] = {}
         for definition in newest_first:
             self._definitions.setdefault(definition.name, definition)
+        registry = _with_lifecycle(registry, definitions)
         self._reply_consumer = REPLY_CONSUMER if app is None else f"{REPLY_CONSUMER}.{app}"
         self._registry = registry
         self._store = store
@@ -158,11 +159,6 @@ class Coordinator:
         self._replies: dict[str, list[SagaDefinition[Any, Any]]] = {}
         for definition in definitions:
             for model in definition.message_models():
-                if (
-                    issubclass(model, SagaEnded | CancelRequested)
-                    and model.message_type not in registry
-                ):
-                    registry.register(model)  # the engine's own events are always known
                 contract = registry.get(model.message_type)
                 if contract is None or contract.model is not model:
                     raise DefinitionError(
@@ -625,6 +621,22 @@ class Coordinator:
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
         if after.status is SagaStatus.FAILED:
             log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
+
+
+def _with_lifecycle(
+    registry: ContractRegistry, definitions: Sequence[SagaDefinition[Any, Any]]
+) -> ContractRegistry:
+    """``registry`` and the engine's own events of ``definitions`` (their end events and
+    cancel requests), which are always known. A copy: the caller's registry, often a
+    module's constant, stays as it was given."""
+    models = [contract.model for contract in registry]
+    for definition in definitions:
+        models.extend(
+            model
+            for model in definition.message_models()
+            if issubclass(model, SagaEnded | CancelRequested) and model.message_type not in registry
+        )
+    return ContractRegistry(models)
 
 
 def _add_newest(
