@@ -161,9 +161,9 @@ class Topology:
 
         Every saga publishes an end event; one that no system binds would otherwise go to
         ``bus.unroutable`` and pile up there. Here it is kept as a feed instead: the newest
-        ``LIFECYCLE_MAX_LENGTH`` for at most 7 days, the oldest dropped first, so the queue
-        never grows without bound, and nobody need consume it. A system that must see every
-        end event binds a queue of its own to the keys it wants.
+        ``LIFECYCLE_MAX_LENGTH``, each for ``LIFECYCLE_TTL_MS`` at most, the oldest dropped
+        first, so the queue never grows without bound and nobody need consume it. A system
+        that must see every end event binds a queue of its own to the keys it wants.
         """
         arguments: dict[str, str | int] = {
             "x-queue-type": "quorum",
@@ -172,9 +172,10 @@ class Topology:
             "x-message-ttl": LIFECYCLE_TTL_MS,
         }
         bindings = tuple((self.events, key) for key in LIFECYCLE_KEYS)
+        days = LIFECYCLE_TTL_MS // (24 * 60 * 60 * 1000)
         purpose = (
             f"the end events of every saga, the newest {LIFECYCLE_MAX_LENGTH} for at most "
-            "7 days (the oldest dropped first)"
+            f"{days} days (the oldest dropped first)"
         )
         return QueueSpec(self.lifecycle, arguments, bindings, purpose)
 
