@@ -33,12 +33,19 @@ from bus_orchestrator.core.decide import (
     Outgoing,
     TimerFired,
     decide,
+    end_of,
     error_text,
     fail,
 )
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded
-from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
+from bus_orchestrator.core.messages import (
+    REDACT_SECRETS,
+    Command,
+    ContractRegistry,
+    Event,
+    Reply,
+)
 from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
 from bus_orchestrator.errors import (
     BusOrchestratorError,
@@ -128,6 +135,7 @@ class Coordinator:
         self._definitions: dict[str, SagaDefinition[Any, Any]] = {}
         for definition in newest_first:
             self._definitions.setdefault(definition.name, definition)
+        registry = _with_lifecycle(registry, definitions)
         self._reply_consumer = REPLY_CONSUMER if app is None else f"{REPLY_CONSUMER}.{app}"
         self._registry = registry
         self._store = store
@@ -160,11 +168,6 @@ class Coordinator:
         self._replies: dict[str, list[SagaDefinition[Any, Any]]] = {}
         for definition in definitions:
             for model in definition.message_models():
-                if (
-                    issubclass(model, SagaEnded | CancelRequested)
-                    and model.message_type not in registry
-                ):
-                    registry.register(model)  # the engine's own events are always known
                 contract = registry.get(model.message_type)
                 if contract is None or contract.model is not model:
                     raise DefinitionError(
@@ -283,7 +286,8 @@ class Coordinator:
         await self.grant_locks()
 
     async def give_up(self, instance: SagaInstance, reason: str) -> CommitResult:
-        """Stop a saga whose timer kept failing: ``failed`` with ``reason``, in its history.
+        """Stop a saga whose timer kept failing: ``failed`` with ``reason``, in its history,
+        and its end event sent, as for any saga that ends.
 
         The timer's own inbox id and the saga's version guard the write, so the timer cannot
         be both fired and given up on; CONFLICT or DUPLICATE means the saga moved on.
@@ -291,18 +295,17 @@ class Coordinator:
         timer = _timer_of(instance)
         now = self._clock()
         definition = self._versions.get((instance.saga_type, instance.definition_version))
-        decision = Decision(Outcome.ADVANCED, reason, fail(instance, reason, now, definition))
-        change = Change(
-            consumer=instance.saga_type,  # the inbox name fire() would use: see _apply
-            message_id=timer.message_id,
-            saga_id=instance.saga_id,
-            instance=decision.instance,
-            expected_version=instance.version,
-            history=(entry_in(timer, "failed", reason, now),),
-        )
+        failed = fail(instance, reason, now, definition)
+        ended = end_of(instance, failed, timer.message_id)
+        send = () if ended is None else (ended,)
+        decision = Decision(Outcome.FAILED, reason, failed, send)
+        encoded = [self._encode(out, now) for out in send]
+        # the inbox name fire() would use (see _apply), so only one of the two can commit
+        change = self._change(instance.saga_type, timer, instance, decision, encoded, now, None)
         with bind_saga(instance.saga_id):
             committed = await self._store.commit(change)
             if committed.result is CommitResult.COMMITTED:
+                self._relay.submit(committed.outbox)
                 self._observe(decision, instance)
                 self._touched_locks(instance, decision.instance)
         if committed.result is CommitResult.COMMITTED:
@@ -687,6 +690,22 @@ class Coordinator:
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
         if after.status is SagaStatus.FAILED:
             log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
+
+
+def _with_lifecycle(
+    registry: ContractRegistry, definitions: Sequence[SagaDefinition[Any, Any]]
+) -> ContractRegistry:
+    """``registry`` and the engine's own events of ``definitions`` (their end events and
+    cancel requests), which are always known. A copy: the caller's registry, often a
+    module's constant, stays as it was given."""
+    models = [contract.model for contract in registry]
+    for definition in definitions:
+        models.extend(
+            model
+            for model in definition.message_models()
+            if issubclass(model, SagaEnded | CancelRequested) and model.message_type not in registry
+        )
+    return ContractRegistry(models)
 
 
 def _add_newest(

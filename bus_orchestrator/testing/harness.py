@@ -30,6 +30,7 @@ from bus_orchestrator.adapters.processor import CommandProcessor, reply_id_for, 
 from bus_orchestrator.adapters.runner import work_queue_name
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
+from bus_orchestrator.core.lifecycle import SagaEnded
 from bus_orchestrator.core.messages import Command, Message, Reply
 from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance, StepStatus, saga_id_for
 from bus_orchestrator.errors import DeadLetterReason, DefinitionError, InvalidMessageError
@@ -336,6 +337,19 @@ class SagaHarness:
                 )
             except InvalidMessageError:
                 found.append(message.body)
+        return found
+
+    def ended(self, correlation_id: str | None = None) -> list[SagaEnded]:
+        """The end events sagas published (``saga.<type>.<status>.v1``, as ``bus.lifecycle``
+        received them), in order; only those of ``correlation_id`` when given."""
+        found: list[SagaEnded] = []
+        for message in self.bus.lifecycle:
+            payload = decode(
+                raw_message(message), self.app.registry, self.settings.max_message_bytes
+            ).payload
+            assert isinstance(payload, SagaEnded)  # noqa: S101 - bus.lifecycle's bindings
+            if correlation_id is None or payload.correlation_id == correlation_id:
+                found.append(payload)
         return found
 
     async def saga(self, correlation_id: str, saga_type: str | None = None) -> SagaInstance:
