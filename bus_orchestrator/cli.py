@@ -293,7 +293,8 @@ def sagas_show(
     history: Annotated[bool, typer.Option("--history", help="include the audit log")] = False,
     app_ref: AppOption = None,
 ) -> None:
-    """Show one saga: its status and steps (and, with --history, every message in and out)."""
+    """Show one saga: its status, steps and entity locks held or awaited (and, with
+    --history, every message in and out)."""
     from bus_orchestrator.store.session import open_store
 
     settings = _settings()
@@ -303,7 +304,9 @@ def sagas_show(
         async with open_store(settings) as store:
             views = []
             for instance in await store.find(saga):
-                view = saga_view(instance, settings.jaeger_ui_url, models.get(instance.saga_type))
+                locks = await store.saga_locks(instance.saga_id) if instance.locks else None
+                model = models.get(instance.saga_type)
+                view = saga_view(instance, settings.jaeger_ui_url, model, locks)
                 if history:
                     view["history"] = [
                         history_view(h) for h in await store.history(instance.saga_id)
@@ -387,12 +390,24 @@ def _print_saga(view: dict[str, Any]) -> None:
         console.print(f"  reason: {view['failure']}")
     if view["trace_id"]:
         console.print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
+    if view["in_flight"]:
+        console.print(f"  in flight: {', '.join(view['in_flight'])} (until {view['deadline']})")
+    for early in view["early_events"]:
+        console.print(f"  kept for a later wait: {early}")
+    for held in view.get("locks", {}).get("held", []):
+        console.print(f"  holds lock {held['key']} since {held['since']}")
+    for awaited in view.get("locks", {}).get("awaited", []):
+        holder = f"held by saga {awaited['holder']}" if awaited["holder"] else "free"
+        console.print(
+            f"  waits for lock {awaited['key']}: number {awaited['place']} in line, "
+            f"{holder} (waiting since {awaited['since']})"
+        )
     table = Table(
         "step", "status", "command", "attempts", "try", "retry at", "started", "finished", "error"
     )
     for step in view["steps"]:
         table.add_row(
-            step["name"],
+            f"{step['group']}: {step['name']}" if step["group"] else step["name"],
             step["status"],
             step["command_type"],
             str(step["attempts"]),

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description="How long an event waits for a saga that has not started yet",
     )
     park_sweep_seconds: float = Field(default=1.0, gt=0)
+    lock_sweep_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often lock keys a crash left ungranted (or sagas granted but not "
+        "told) are looked for",
+    )
     command_log_retention_seconds: float = Field(
         default=30 * 86_400.0,
         gt=0,

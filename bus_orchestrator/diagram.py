@@ -240,7 +240,7 @@ class _Drawing:
                 else COMPENSATED
             )
             lines.append(f"    {_undo_id(step)} -.->|{_text(_types(step.compensated_on))}| {after}")
-            gave_up = _timeout(step.timeout, step.compensation_max_attempts)
+            gave_up = _timeout(step.undo_timeout, step.compensation_max_attempts)
             if step.compensation_fails_on:
                 gave_up = f"{_types(step.compensation_fails_on)} or {gave_up}"
             lines.append(f"    {_undo_id(step)} -.->|{_text(gave_up)}| {FAILED}")

@@ -177,6 +177,39 @@ class DueTimer:
     """Tries of this very deadline that failed so far (0 the first time it is claimed)."""
 
 
+@dataclass(frozen=True, slots=True)
+class LockGrant:
+    """A saga that now holds all its entity lock keys, to be told (``LocksGranted``)."""
+
+    saga_id: str
+    saga_type: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLock:
+    key: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitedLock:
+    key: str
+    place: int
+    """The saga's place in the key's queue: 1 when it is next."""
+    holder: str | None
+    """The saga id holding the key now, if any."""
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SagaLocks:
+    """The entity locks one saga holds and those it waits for."""
+
+    held: tuple[HeldLock, ...] = ()
+    awaited: tuple[AwaitedLock, ...] = ()
+
+
 class SagaStore(Protocol):
     """Saga state, inbox, audit history and outbox, changed together or not at all."""
 
@@ -219,6 +252,30 @@ class SagaStore(Protocol):
     ) -> None:
         """Record that ``attempts`` tries of the saga's timer for ``deadline`` failed: it is
         not claimed again before ``next_try``. Does nothing once the deadline has moved on."""
+        ...
+
+    async def grant_locks(self, keys: Sequence[str]) -> list[LockGrant]:
+        """Give the sagas waiting for one of ``keys`` all their lock keys, those that can
+        take them now: each of their keys free, and none waiting for one of them ahead
+        of them. Atomic and safe with several processes; returns the sagas granted.
+
+        A saga waits from the commit that starts it with ``waiting_for_locks`` and holds
+        its keys until the commit that gives it a final status: those commits write and
+        delete its place in the queues, this only grants."""
+        ...
+
+    async def grantable_keys(self, limit: int) -> list[str]:
+        """The lock keys of up to ``limit`` waiting sagas that could take all theirs now:
+        what a grant after a commit would have given, had it run (the lock sweep)."""
+        ...
+
+    async def untold_grants(self, limit: int) -> list[LockGrant]:
+        """Sagas (of this store's scope) that hold their keys but whose state still waits
+        for them: the grant committed, the ``LocksGranted`` did not (the lock sweep)."""
+        ...
+
+    async def saga_locks(self, saga_id: str) -> SagaLocks:
+        """The lock keys a saga holds, and those it waits for with its place in line."""
         ...
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:

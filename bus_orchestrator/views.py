@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from bus_orchestrator.core.messages import REDACT_SECRETS
-from bus_orchestrator.core.state import SagaInstance
-from bus_orchestrator.ports import HistoryEntry
+from bus_orchestrator.core.state import SagaInstance, StepStatus
+from bus_orchestrator.ports import HistoryEntry, SagaLocks
 from bus_orchestrator.telemetry.tracing import trace_id_of
 
 
@@ -16,8 +16,10 @@ def saga_view(
     instance: SagaInstance,
     jaeger_ui_url: str | None = None,
     data_model: type[BaseModel] | None = None,
+    locks: SagaLocks | None = None,
 ) -> dict[str, Any]:
-    """One saga as a JSON-ready object; with a Jaeger UI URL, a link to its trace.
+    """One saga as a JSON-ready object; with a Jaeger UI URL, a link to its trace; with
+    its ``locks`` (``SagaStore.saga_locks``), the entity locks it holds and waits for.
 
     The saga's data is shown through its ``data_model``, with ``Secret`` fields masked;
     without the model it is left out, since nothing says which of its fields are secret.
@@ -39,7 +41,10 @@ def saga_view(
         "updated_at": instance.updated_at.isoformat(),
         "failure": instance.failure,
         "awaiting": instance.pending_command_id,
+        "in_flight": [s.name for s in instance.steps if s.status is StepStatus.RUNNING],
         "deadline": instance.deadline.isoformat() if instance.deadline else None,
+        "early_events": sorted(instance.early_events),
+        "started_by": instance.started_by.model_dump() if instance.started_by else None,
         "trace_id": trace_id,
         "jaeger_url": f"{jaeger_ui_url.rstrip('/')}/trace/{trace_id}"
         if jaeger_ui_url and trace_id
@@ -47,12 +52,17 @@ def saga_view(
         "steps": [
             {
                 "name": step.name,
+                "group": step.group,
                 "status": str(step.status),
                 "command_type": step.command_type,
                 "command_id": step.command_id,
                 "attempts": step.attempts,
                 "tries": step.tries,
                 "retry_at": step.retry_at.isoformat() if step.retry_at else None,
+                "deadline": step.deadline.isoformat() if step.deadline else None,
+                "cancel_requested_at": step.cancel_requested_at.isoformat()
+                if step.cancel_requested_at
+                else None,
                 "started_at": step.started_at.isoformat(),
                 "finished_at": step.finished_at.isoformat() if step.finished_at else None,
                 "error": step.error,
@@ -63,6 +73,25 @@ def saga_view(
             for step in instance.steps
         ],
         "data": data,
+        **({"locks": locks_view(instance, locks)} if locks is not None else {}),
+    }
+
+
+def locks_view(instance: SagaInstance, locks: SagaLocks) -> dict[str, Any]:
+    """The entity locks a saga holds and those it waits for, with its place in line."""
+    return {
+        "keys": list(instance.locks),
+        "waiting": instance.waiting_for_locks and not instance.status.terminal,
+        "held": [{"key": h.key, "since": h.since.isoformat()} for h in locks.held],
+        "awaited": [
+            {
+                "key": a.key,
+                "place": a.place,
+                "holder": a.holder,
+                "since": a.since.isoformat(),
+            }
+            for a in locks.awaited
+        ],
     }
 
 

@@ -1,7 +1,8 @@
 """Message contracts of the example domain (order-to-cash).
 
 Each model is frozen, forbids unknown fields, and names its stable type string. Money is a
-decimal string on the wire. ``REGISTRY`` maps every type string to its model.
+decimal string on the wire. ``REGISTRY`` maps every type string to its model, including
+the engine's events about the order-to-cash saga (``contracts.lifecycle``).
 """
 
 from bus_orchestrator.core.messages import ContractRegistry
@@ -11,6 +12,13 @@ from contracts.inventory import (
     StockReleased,
     StockReserved,
     StockUnavailable,
+)
+from contracts.lifecycle import (
+    ORDER_TO_CASH,
+    OrderToCashCancelRequested,
+    OrderToCashCompensated,
+    OrderToCashCompleted,
+    OrderToCashFailed,
 )
 from contracts.orders import Address, LineItem, OrderCancelled, OrderPlaced
 from contracts.payments import (
@@ -39,10 +47,15 @@ REGISTRY = ContractRegistry(
         CreateShipment,
         ShipmentCreated,
         ShipmentRejected,
+        OrderToCashCompleted,
+        OrderToCashCompensated,
+        OrderToCashFailed,
+        OrderToCashCancelRequested,
     ]
 )
 
 __all__ = [
+    "ORDER_TO_CASH",
     "REGISTRY",
     "Address",
     "ChargePayment",
@@ -50,6 +63,10 @@ __all__ = [
     "LineItem",
     "OrderCancelled",
     "OrderPlaced",
+    "OrderToCashCancelRequested",
+    "OrderToCashCompensated",
+    "OrderToCashCompleted",
+    "OrderToCashFailed",
     "PaymentCharged",
     "PaymentDeclined",
     "PaymentRefunded",

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bus_orchestrator.core import Compensate, Reaction, Reply, SagaDefinition, Step
 from contracts import (
+    ORDER_TO_CASH,
     ChargePayment,
     CreateShipment,
     OrderCancelled,
@@ -67,7 +68,7 @@ def build(
 ) -> SagaDefinition[OrderData, OrderPlaced]:
     """The order-to-cash saga; ``step_timeout`` bounds the wait for each adapter's reply."""
     return SagaDefinition(
-        name="order_to_cash",
+        name=ORDER_TO_CASH,
         data_model=OrderData,
         started_by=OrderPlaced,
         correlate=lambda e: e.order_id,

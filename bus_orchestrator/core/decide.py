@@ -361,7 +361,7 @@ class _Decider:
             step.compensation(self.data(instance)), step.compensation_sends, step.name
         )
         command_id = command_id_for(instance.saga_id, index, Phase.COMPENSATION)
-        timeout = step.timeout
+        timeout = step.undo_timeout
         changed = self.with_step(
             instance,
             index,
@@ -714,7 +714,7 @@ def _step_timed_out(d: _Decider, instance: SagaInstance, index: int) -> SagaInst
         and record.attempts < step.max_attempts
         and not instance.cancel_reason
     ):
-        command = step.command(data)
+        command = _checked(step.command(data), step.sends, step.name)
         d.send.append(Outgoing(record.command_id, command, instance.correlation_id, d.cause))
         d.notes.append(f"timeout: {waited}; resent")
         return d.with_step(
@@ -733,13 +733,14 @@ def _on_compensation_timer(d: _Decider, instance: SagaInstance) -> Decision:
     record = instance.steps[index]
     step = d.definition.step(record.name)
     assert not isinstance(step, Wait) and step.compensation is not None  # noqa: S101
-    waited = f"no reply to step {step.name} within {step.timeout.total_seconds():g}s"
+    waited = f"no reply to step {step.name} within {step.undo_timeout.total_seconds():g}s"
     if record.compensation_attempts < step.compensation_max_attempts:
-        command = step.compensation(d.data(instance))
+        built = step.compensation(d.data(instance))
+        command = _checked(built, step.compensation_sends, step.name)
         assert record.compensation_id is not None  # noqa: S101
         resent = d.save(
             d.with_step(instance, index, compensation_attempts=record.compensation_attempts + 1),
-            deadline=d.now + step.timeout,
+            deadline=d.now + step.undo_timeout,
         )
         out = Outgoing(
             record.compensation_id, command, instance.correlation_id, d.cause, record.command_id

@@ -136,6 +136,11 @@ class Step(StepBase[D], Generic[D, R]):
     """The steps ``next`` may pick (step names, or ``END``): declared, so that a diagram can
     draw the branch; checked against the saga's step names."""
 
+    @property
+    def undo_timeout(self) -> timedelta:
+        """How long each try of the compensation is awaited: the step's ``timeout``."""
+        return self.timeout
+
     def reply_types(self) -> set[type[Reply]]:
         return {
             *self.succeeds_on,
@@ -190,6 +195,13 @@ class Child(StepBase[D]):
     compensation_fails_on: tuple[type[Reply], ...] = ()
     compensation_max_attempts: int = 3
     compensation_sends: type[Command] | None = None
+    compensation_timeout: timedelta = timedelta(seconds=60)
+    """How long each try of the compensation command is awaited (``timeout`` is the
+    child's, which may be days)."""
+
+    @property
+    def undo_timeout(self) -> timedelta:
+        return self.compensation_timeout
 
     def reply_types(self) -> set[type[Reply]]:
         return {*self.compensated_on, *self.compensation_fails_on}

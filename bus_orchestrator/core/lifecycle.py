@@ -64,7 +64,14 @@ def end_event(saga_type: str, status: str) -> type[SagaEnded]:
     if status not in ENDS:
         raise ValueError(f"{status!r} is not a final status")
     name = f"{_camel(saga_type)}{status.capitalize()}"
-    doc = f"A {saga_type} saga ended {status}. Published by the engine."
+    doc = (
+        f"The {saga_type} saga with this correlation id ended {status}.\n\n"
+        "The engine publishes it once per saga, on `bus.events` with the type as routing "
+        "key. `started_by` names the event that started the saga (its `id`, and its "
+        "`correlationid` attribute: the parent saga's, for a child saga); `reason` says why "
+        "when the saga did not complete. The queue `bus.lifecycle` keeps the newest of "
+        "these for a while; bind a queue of your own to react to them."
+    )
     namespace = {"message_type": f"saga.{saga_type}.{status}.v1", "__doc__": doc}
     return type(name, (SagaEnded,), {"__module__": __name__, **namespace})
 
@@ -77,6 +84,14 @@ def end_events(saga_type: str) -> tuple[type[SagaEnded], ...]:
 def cancel_event(saga_type: str) -> type[CancelRequested]:
     """The model of ``saga.<saga_type>.cancel_requested.v1``."""
     name = f"{_camel(saga_type)}CancelRequested"
-    doc = f"Asks the {saga_type} saga with this correlation id to compensate and stop."
+    doc = (
+        f"Asks the {saga_type} saga with this correlation id to compensate and stop.\n\n"
+        "Publish it on `bus.events` with the type as routing key. A running saga sends no "
+        "more forward commands, awaits those in flight, compensates what it did (newest "
+        "first) and ends `compensated` (`failed`, should a compensation fail); a finished "
+        "saga ignores it. A request for a saga that has not started yet is kept until it "
+        "starts, and dead-lettered with the reason `expired` if it does not start within "
+        "`BUS_PARK_TTL_SECONDS`."
+    )
     namespace = {"message_type": f"saga.{saga_type}.cancel_requested.v1", "__doc__": doc}
     return type(name, (CancelRequested,), {"__module__": __name__, **namespace})

@@ -44,6 +44,7 @@ def fail(
             "pending_command_id": None,
             "deadline": None,
             "to_compensate": (),
+            "waiting_for_locks": False,
             "version": instance.version + 1,
             "updated_at": now,
         }

@@ -4,6 +4,11 @@ Per message and saga type the store is asked twice: one query loads the saga and
 whether the message was seen before; one statement writes the new state, the inbox row,
 the audit history and the outbox. The AMQP message is acknowledged after that commit; the
 relay then publishes the committed outbox rows. Nothing about a saga stays in memory.
+
+A saga with entity locks is queued for its keys by the commit that starts it and releases
+them with the commit that ends it. After such a commit the coordinator asks the store to
+grant the keys it touched, and tells each saga granted (``LocksGranted``) through the same
+decide and commit; ``sweep_locks`` repairs what a crash in between left undone.
 """
 
 from __future__ import annotations
@@ -23,16 +28,24 @@ from bus_orchestrator.core.decide import (
     CommandRefused,
     Decision,
     Inbound,
+    LocksGranted,
     Outcome,
     Outgoing,
     TimerFired,
     decide,
+    end_of,
     error_text,
     fail,
 )
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded
-from bus_orchestrator.core.messages import REDACT_SECRETS, ContractRegistry, Event, Reply
+from bus_orchestrator.core.messages import (
+    REDACT_SECRETS,
+    Command,
+    ContractRegistry,
+    Event,
+    Reply,
+)
 from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
 from bus_orchestrator.errors import (
     BusOrchestratorError,
@@ -54,12 +67,13 @@ from bus_orchestrator.ports import (
     Direction,
     HistoryEntry,
     Loaded,
+    LockGrant,
     OutboxMessage,
     Parked,
     SagaKey,
     SagaStore,
 )
-from bus_orchestrator.runtime.history import entry_in, source_of
+from bus_orchestrator.runtime.history import EngineMessage, entry_in, source_of
 from bus_orchestrator.runtime.ordering import KeyedLocks
 from bus_orchestrator.runtime.parking import ParkedEvents, Relay
 from bus_orchestrator.runtime.spans import Delivery, SagaSpans, Timed
@@ -121,6 +135,7 @@ class Coordinator:
         self._definitions: dict[str, SagaDefinition[Any, Any]] = {}
         for definition in newest_first:
             self._definitions.setdefault(definition.name, definition)
+        registry = _with_lifecycle(registry, definitions)
         self._reply_consumer = REPLY_CONSUMER if app is None else f"{REPLY_CONSUMER}.{app}"
         self._registry = registry
         self._store = store
@@ -134,6 +149,8 @@ class Coordinator:
         self._spans = SagaSpans(self._telemetry.tracer)  # no-ops when tracing is off
         self._metrics = self._telemetry.metrics
         self._stopping = False
+        self._lock_keys: set[str] = set()
+        """Lock keys a commit queued a saga for or released, not yet granted."""
         self._park = ParkedEvents(
             store,
             relay,
@@ -151,11 +168,6 @@ class Coordinator:
         self._replies: dict[str, list[SagaDefinition[Any, Any]]] = {}
         for definition in definitions:
             for model in definition.message_models():
-                if (
-                    issubclass(model, SagaEnded | CancelRequested)
-                    and model.message_type not in registry
-                ):
-                    registry.register(model)  # the engine's own events are always known
                 contract = registry.get(model.message_type)
                 if contract is None or contract.model is not model:
                     raise DefinitionError(
@@ -252,6 +264,7 @@ class Coordinator:
             except ConcurrencyConflictError:
                 log.warning("message %s kept conflicting; requeueing it", inbound.message_id)
                 return Verdict.REQUEUE
+        await self.grant_locks()
         return Verdict.ACK
 
     async def fire(self, instance: SagaInstance) -> None:
@@ -270,9 +283,11 @@ class Coordinator:
         key = BySagaId(instance.saga_id)
         async with self._order.hold([instance.correlation_id]):  # after messages in hand
             await self._retrying(self._apply, definition, definition.name, timer, key, None)
+        await self.grant_locks()
 
     async def give_up(self, instance: SagaInstance, reason: str) -> CommitResult:
-        """Stop a saga whose timer kept failing: ``failed`` with ``reason``, in its history.
+        """Stop a saga whose timer kept failing: ``failed`` with ``reason``, in its history,
+        and its end event sent, as for any saga that ends.
 
         The timer's own inbox id and the saga's version guard the write, so the timer cannot
         be both fired and given up on; CONFLICT or DUPLICATE means the saga moved on.
@@ -280,20 +295,74 @@ class Coordinator:
         timer = _timer_of(instance)
         now = self._clock()
         definition = self._versions.get((instance.saga_type, instance.definition_version))
-        decision = Decision(Outcome.ADVANCED, reason, fail(instance, reason, now, definition))
-        change = Change(
-            consumer=instance.saga_type,  # the inbox name fire() would use: see _apply
-            message_id=timer.message_id,
-            saga_id=instance.saga_id,
-            instance=decision.instance,
-            expected_version=instance.version,
-            history=(entry_in(timer, "failed", reason, now),),
-        )
+        failed = fail(instance, reason, now, definition)
+        ended = end_of(instance, failed, timer.message_id)
+        send = () if ended is None else (ended,)
+        decision = Decision(Outcome.FAILED, reason, failed, send)
+        encoded = [self._encode(out, now) for out in send]
+        # the inbox name fire() would use (see _apply), so only one of the two can commit
+        change = self._change(instance.saga_type, timer, instance, decision, encoded, now, None)
         with bind_saga(instance.saga_id):
             committed = await self._store.commit(change)
             if committed.result is CommitResult.COMMITTED:
+                self._relay.submit(committed.outbox)
                 self._observe(decision, instance)
+                self._touched_locks(instance, decision.instance)
+        if committed.result is CommitResult.COMMITTED:
+            await self.grant_locks()
         return committed.result
+
+    async def grant_locks(self) -> int:
+        """Grant the lock keys commits queued sagas for or released, and tell each saga
+        granted; how many were told. Never raises: what fails here, the lock sweep
+        repairs (the commits are done, and the message that caused them is settled)."""
+        told = 0
+        try:
+            while self._lock_keys:
+                keys, self._lock_keys = sorted(self._lock_keys), set()
+                for grant in await self._store.grant_locks(keys):
+                    told += await self._tell(grant)
+        except Exception as exc:
+            log.warning(
+                "granting lock keys failed, the lock sweep will: %s",
+                exc,
+                exc_info=not isinstance(exc, BusOrchestratorError),
+            )
+        return told
+
+    async def sweep_locks(self, limit: int = 200) -> int:
+        """Repair what a crash between a commit and its grant left: grant the keys waiting
+        sagas could take now, and tell sagas granted but not told; how many were told."""
+        self._lock_keys.update(await self._store.grantable_keys(limit))
+        told = await self.grant_locks()
+        for grant in await self._store.untold_grants(limit):
+            told += await self._tell(grant)
+        return told
+
+    async def _tell(self, grant: LockGrant) -> int:
+        """Deliver ``LocksGranted`` to a saga (1), unless it is no saga of this app's (0:
+        its own coordinators' sweep tells it). The inbox knows it by its id: told once."""
+        definition = self._definitions.get(grant.saga_type)
+        if definition is None:
+            return 0
+        message = LocksGranted(grant.saga_id)
+        key = BySagaId(grant.saga_id)
+        try:
+            async with self._order.hold([grant.correlation_id]):
+                await self._retrying(self._apply, definition, definition.name, message, key, None)
+        except DefinitionVersionError as exc:  # a newer coordinator started it: its sweep
+            log.warning("saga %s not told of its locks here: %s", grant.saga_id, exc)
+            return 0
+        return 1
+
+    def _touched_locks(self, before: SagaInstance | None, after: SagaInstance | None) -> None:
+        """Note the keys a committed change queued the saga for, or released."""
+        if after is None or not after.locks:
+            return
+        queued = before is None and after.waiting_for_locks
+        released = after.status.terminal and (before is None or not before.status.terminal)
+        if queued or released:
+            self._lock_keys.update(after.locks)
 
     async def _retrying(self, func: Any, *args: Any) -> None:
         # The store being down is not the message's fault: keep it in hand and retry,
@@ -368,7 +437,9 @@ class Coordinator:
     async def sweep_parked(self, limit: int = 200) -> int:
         """Apply parked events whose saga exists by now, dead-letter expired ones; how many
         were handled (``ParkedEvents.sweep``)."""
-        return await self._park.sweep(limit)
+        handled = await self._park.sweep(limit)
+        await self.grant_locks()
+        return handled
 
     async def _on_reply(self, inbound: Inbound, delivery: Delivery) -> None:
         if inbound.causation_id is not None:
@@ -396,7 +467,7 @@ class Coordinator:
                     return
         await self._record(self._reply_consumer, inbound, delivery, "no saga awaits this reply")
 
-    async def _load(self, consumer: str, message: Inbound | TimerFired, key: SagaKey) -> Timed:
+    async def _load(self, consumer: str, message: EngineMessage, key: SagaKey) -> Timed:
         started = time.time_ns()
         loaded = await self._store.load(consumer, message.message_id, key, source_of(message))
         return Timed(loaded, started, time.time_ns())
@@ -405,7 +476,7 @@ class Coordinator:
         self,
         definition: SagaDefinition[Any, Any],
         consumer: str,
-        message: Inbound | TimerFired,
+        message: EngineMessage,
         key: SagaKey,
         delivery: Delivery | None,
         first: Timed | None = None,
@@ -453,6 +524,7 @@ class Coordinator:
                     if committed.result is CommitResult.COMMITTED:
                         self._relay.submit(committed.outbox)
                         self._observe(decision, before)
+                        self._touched_locks(before, decision.instance)
                         if span.is_recording():
                             span.set_attribute("saga.outcome", str(decision.outcome))
                         return
@@ -466,7 +538,7 @@ class Coordinator:
         self,
         definition: SagaDefinition[Any, Any],
         before: SagaInstance | None,
-        message: Inbound | TimerFired,
+        message: EngineMessage,
         now: datetime,
     ) -> tuple[Decision, list[OutboxMessage]]:
         """``decide``, with the commands it sends encoded; a command over the size limit
@@ -513,9 +585,7 @@ class Coordinator:
             compensates=out.compensates,
         )
 
-    async def _duplicate(
-        self, span: Span, message: Inbound | TimerFired, unparked: int | None
-    ) -> None:
+    async def _duplicate(self, span: Span, message: EngineMessage, unparked: int | None) -> None:
         log.debug("duplicate %s %s ignored", message.message_type, message.message_id)
         span.set_attribute("saga.outcome", "duplicate")
         self._metrics.duplicate("coordinator")
@@ -544,7 +614,7 @@ class Coordinator:
     def _change(
         self,
         consumer: str,
-        message: Inbound | TimerFired,
+        message: EngineMessage,
         before: SagaInstance | None,
         decision: Decision,
         encoded: Sequence[OutboxMessage],
@@ -620,6 +690,22 @@ class Coordinator:
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
         if after.status is SagaStatus.FAILED:
             log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
+
+
+def _with_lifecycle(
+    registry: ContractRegistry, definitions: Sequence[SagaDefinition[Any, Any]]
+) -> ContractRegistry:
+    """``registry`` and the engine's own events of ``definitions`` (their end events and
+    cancel requests), which are always known. A copy: the caller's registry, often a
+    module's constant, stays as it was given."""
+    models = [contract.model for contract in registry]
+    for definition in definitions:
+        models.extend(
+            model
+            for model in definition.message_models()
+            if issubclass(model, SagaEnded | CancelRequested) and model.message_type not in registry
+        )
+    return ContractRegistry(models)
 
 
 def _add_newest(

@@ -4,18 +4,34 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bus_orchestrator.core.decide import Inbound, TimerFired
+from bus_orchestrator.core.decide import Inbound, LocksGranted, TimerFired
 from bus_orchestrator.core.messages import REDACT_SECRETS
 from bus_orchestrator.ports import Direction, HistoryEntry
 
+EngineMessage = Inbound | TimerFired | LocksGranted
+"""What the coordinator applies to a saga: a message from the bus, or the engine's own."""
 
-def source_of(message: Inbound | TimerFired) -> str:
-    """The source a message is known by in the inbox; the engine's own timers have none."""
+
+def source_of(message: EngineMessage) -> str:
+    """The source a message is known by in the inbox; the engine's own (timers, lock
+    grants) have none."""
     return message.source if isinstance(message, Inbound) else ""
 
 
-def entry_in(message: Inbound | TimerFired, outcome: str, note: str, now: datetime) -> HistoryEntry:
+def entry_in(message: EngineMessage, outcome: str, note: str, now: datetime) -> HistoryEntry:
     """What a message was and what came of it; secret fields masked."""
+    if isinstance(message, LocksGranted):
+        return HistoryEntry(
+            direction=Direction.IN,
+            message_id=message.message_id,
+            message_type=message.message_type,
+            correlation_id=None,
+            causation_id=None,
+            outcome=outcome,
+            note=note,
+            payload={"saga_id": message.saga_id},
+            at=now,
+        )
     if isinstance(message, TimerFired):
         return HistoryEntry(
             direction=Direction.IN,

@@ -91,6 +91,7 @@ class CoordinatorService:
         self.timers: TimerLoop | None = None
         self._housekeeping: Housekeeping | None = None
         self.park: Periodic | None = None
+        self.lock_sweep: Periodic | None = None
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Connect, declare and start consuming.
@@ -178,7 +179,7 @@ class CoordinatorService:
         self.store = self.relay = self.coordinator = self.publisher = self._queue = None
 
     def _run(self) -> None:
-        """Start the relay, the timers and the housekeeping."""
+        """Start the relay, the timers, the housekeeping and the park and lock sweeps."""
         assert self.store is not None and self.relay is not None  # noqa: S101 - after _connect
         assert self.coordinator is not None  # noqa: S101
         settings = self.settings
@@ -200,6 +201,10 @@ class CoordinatorService:
             "park sweep", self.coordinator.sweep_parked, settings.park_sweep_seconds
         )
         self.park.start()
+        self.lock_sweep = Periodic(
+            "lock sweep", self.coordinator.sweep_locks, settings.lock_sweep_seconds
+        )
+        self.lock_sweep.start()
 
     async def _start_consuming(self) -> None:
         assert self._queue is not None and self.coordinator is not None  # noqa: S101
@@ -229,6 +234,8 @@ class CoordinatorService:
             await self.timers.stop()
         if self.park is not None:
             await self.park.stop()
+        if self.lock_sweep is not None:
+            await self.lock_sweep.stop()
         if self._housekeeping is not None:
             await self._housekeeping.stop()
         if self.relay is not None:

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, SpanKind, Tracer
 
-from bus_orchestrator.core.decide import Inbound, TimerFired
+from bus_orchestrator.core.decide import Inbound, LocksGranted, TimerFired
 from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.ports import Loaded
 from bus_orchestrator.telemetry.tracing import (
@@ -66,21 +66,28 @@ class SagaSpans:
 
     @contextmanager
     def message(
-        self, message: Inbound | TimerFired, delivery: Delivery | None, first: Timed
+        self,
+        message: Inbound | TimerFired | LocksGranted,
+        delivery: Delivery | None,
+        first: Timed,
     ) -> Iterator[Span]:
         """The span of one message's work on one saga, in the saga's trace.
 
         A timer has no message behind it: its span is ``saga timeout``, a child of the
-        context the saga stored at its start.
+        context the saga stored at its start; a lock grant's is ``saga locks granted``.
         """
         if not self.enabled:
             yield INVALID_SPAN
             return
         stored = first.loaded.instance.trace_context if first.loaded.instance else None
-        if delivery is None:
+        if isinstance(message, LocksGranted):
+            parent, links = parent_for(None, stored)
+            name, kind, started = "saga locks granted", SpanKind.INTERNAL, first.started_ns
+            attributes: dict[str, Any] = {}
+        elif delivery is None:
             parent, links = parent_for(None, stored)
             name, kind, started = "saga timeout", SpanKind.INTERNAL, first.started_ns
-            attributes: dict[str, Any] = {"saga.timeout": True}
+            attributes = {"saga.timeout": True}
         else:
             parent, links = parent_for(delivery.context, stored)
             name, kind = f"process {delivery.exchange}", SpanKind.CONSUMER

@@ -17,7 +17,7 @@ from typing import Any
 from bus_orchestrator.core.messages import Contract, ContractRegistry, MessageKind
 from bus_orchestrator.errors import DefinitionError
 from bus_orchestrator.schema.participants import COORDINATOR, Participant
-from bus_orchestrator.transport.topology import Topology
+from bus_orchestrator.transport.topology import LIFECYCLE_MAX_LENGTH, Topology
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
@@ -77,10 +77,11 @@ bound to receive goes to their alternate exchange, the fanout `bus.unroutable` (
 never dropped. Every exchange and queue name may carry a deployment prefix
 (`BUS_EXCHANGE_PREFIX`, e.g. `staging.bus.events`); the names in this document are unprefixed.
 
-The exchanges, `bus.dead` and `bus.unroutable` are shared by every application on the
-broker. The work queues are each application's own, named after it: this one's (`{app}`)
-coordinators consume `bus.{app}.coordinator`, and each of its adapters
-`bus.{app}.adapter.<adapter>`, each bound only to the types it receives. Another
+The exchanges, `bus.dead`, `bus.unroutable` and `bus.lifecycle` (see "Saga end events"
+below) are shared by every application on the broker. The work queues are each
+application's own, named after it: this one's (`{app}`) coordinators consume
+`bus.{app}.coordinator`, and each of its adapters `bus.{app}.adapter.<adapter>`, each bound
+only to the types it receives. Another
 application on the same broker has queues of its own and never receives this one's
 traffic; a command type should be handled by one application's adapter only (two adapters
 bound to it would each carry it out).
@@ -92,6 +93,35 @@ list is in `x-topology`, and each channel's AMQP binding gives its exchange's ar
 `x-exchange-arguments`.
 
 {topology}
+
+## Saga end events
+
+Every saga publishes one event when it reaches a final status:
+`saga.<saga>.completed.v1`, `saga.<saga>.compensated.v1` or `saga.<saga>.failed.v1`, on
+`bus.events` with the type as routing key, `correlationid` = the saga's correlation key, and
+an `id` derived from the saga's (a retried message ends the saga once on the bus). Its data:
+`saga_id`, `saga_type`, `correlation_id`, `status`, `reason` (why it did not complete) and
+`started_by` (`message_id` and `correlation_id` of the event that started it). A parent saga
+learns from it how its child saga ended; any system may react to it by binding a queue of its
+own to the types it wants.
+
+Nobody need bind them: the shared queue `bus.lifecycle` is bound to `saga.*.completed.v1`,
+`saga.*.compensated.v1` and `saga.*.failed.v1`, so an end event is never unroutable. It is a
+bounded feed, not a work queue: it keeps at most the newest {lifecycle_length} end events for
+at most 7 days (`x-max-length`, `x-overflow: drop-head`, `x-message-ttl`), dropping the
+oldest first and dead-lettering none. Read it to look at recent ends; a consumer that must not
+miss one binds a queue of its own.
+
+## Cancelling a saga
+
+Publish `saga.<saga>.cancel_requested.v1` to `bus.events` (routing key = the type) with the
+data `correlation_id` (the saga's correlation key) and `reason`. A running saga then sends no
+more forward commands, awaits the commands still in flight, compensates what it did (newest
+first) and ends `compensated` (`failed`, should a compensation fail); a finished saga
+ignores the request. A request for a saga that
+has not started yet waits for it as any early event does (see "Order and duplicates").
+`bus.lifecycle` is not bound to cancel requests: one for a saga type no coordinator runs
+goes to `bus.unroutable`.
 
 ## Replying to a command
 
@@ -179,9 +209,13 @@ def topology_table(topology: Topology, app_id: str, participants: Sequence[Parti
             f"| `{exchange.name}` | {exchange.type} exchange, durable | "
             f"{_arguments(exchange.arguments)} | {exchange.purpose} |"
         )
-    for queue in topology.parking_queues():
+    for queue in topology.shared_queues():
+        carries = queue.purpose
+        routing_keys = [f"`{key}`" for _, key in queue.bindings if key]
+        if routing_keys:
+            carries += f", bound to {', '.join(routing_keys)} on `{queue.bindings[0][0]}`"
         rows.append(
-            f"| `{queue.name}` | queue, durable | {_arguments(queue.arguments)} | {queue.purpose} |"
+            f"| `{queue.name}` | queue, durable | {_arguments(queue.arguments)} | {carries} |"
         )
     work = _arguments(topology.work_queue_arguments())
     for name, what, bindings in _work_queues(topology, app_id, participants):
@@ -195,8 +229,8 @@ def topology_extension(
     topology: Topology, app_id: str, participants: Sequence[Participant]
 ) -> dict[str, Any]:
     """``x-topology``: every exchange and queue the engine declares for the app, with its
-    arguments and bindings (the shared exchanges and dead-letter queues, and the app's own
-    work queues)."""
+    arguments and bindings (the shared exchanges and queues, and the app's own work
+    queues)."""
     work = topology.work_queue_arguments()
     return {
         "exchanges": [
@@ -217,7 +251,7 @@ def topology_extension(
                     "arguments": dict(q.arguments),
                     "bindings": [{"exchange": ex, "routingKey": rk} for ex, rk in q.bindings],
                 }
-                for q in topology.parking_queues()
+                for q in topology.shared_queues()
             ),
             *(
                 {
@@ -429,7 +463,8 @@ def _description(description: str, participants: Sequence[Participant], app_id: 
         "## Participants\n\n" + "\n".join(f"- **{p.name}**: {p.description}" for p in participants)
     )
     table = topology_table(Topology(), app_id, participants)
-    parts.append(WIRE_RULES.strip().replace("{topology}", table).replace("{app}", app_id))
+    rules = WIRE_RULES.strip().replace("{topology}", table).replace("{app}", app_id)
+    parts.append(rules.replace("{lifecycle_length}", str(LIFECYCLE_MAX_LENGTH)))
     return "\n\n".join(parts) + "\n"
 
 

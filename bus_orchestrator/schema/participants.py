@@ -85,7 +85,9 @@ def _coordinator(definitions: Iterable[SagaDefinition[Any, Any]]) -> Participant
         description=(
             f"The saga coordinator (runs {runs}): consumes, from its app's queue "
             "bus.<app>.coordinator, the events that start or affect a saga and the adapters' "
-            "replies, and sends the steps' commands and compensations."
+            "replies, and sends the steps' commands and compensations. It publishes each "
+            "saga's end event (saga.<saga>.<status>.v1) and receives the requests to cancel "
+            "one (saga.<saga>.cancel_requested.v1)."
         ),
         sends=_sorted_unique(sends, COORDINATOR),
         receives=_sorted_unique(receives, COORDINATOR),

@@ -3,7 +3,9 @@
 It keeps the Postgres adapter's semantics: the inbox catches duplicates, the saga version
 and the uniqueness of (saga type, correlation id) catch conflicts, a failed commit writes
 nothing, outbox rows are leased on commit and claimed in id order, a confirmed row loses its
-message, timers are leased and backed off per deadline. Values go through JSON on the way
+message, timers are leased and backed off per deadline, entity lock keys are queued by the
+commit that starts a saga, granted all at once in line order, and released by the commit
+that ends it. Values go through JSON on the way
 in, as they do in Postgres, so callers never share state with the store.
 """
 
@@ -14,9 +16,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import count
 
 from bus_orchestrator.core.state import SagaInstance, SagaStatus, saga_id_for
 from bus_orchestrator.ports import (
+    AwaitedLock,
     ByCorrelation,
     ByPendingCommand,
     Change,
@@ -24,13 +28,16 @@ from bus_orchestrator.ports import (
     CommitResult,
     Committed,
     DueTimer,
+    HeldLock,
     HistoryEntry,
     Loaded,
+    LockGrant,
     OutboxMessage,
     Parked,
     ParkedMessage,
     PendingPublish,
     SagaKey,
+    SagaLocks,
 )
 
 
@@ -67,6 +74,16 @@ class _TimerClaim:
     next_try: datetime
 
 
+@dataclass(slots=True)
+class _LockRow:
+    """One saga's place at one lock key: see migration 0008."""
+
+    saga_id: uuid.UUID
+    seq: int
+    enqueued_at: datetime
+    granted_at: datetime | None = None
+
+
 class InMemorySagaStore:
     """``SagaStore`` and ``Outbox`` in dictionaries. ``clock`` drives leases and purges."""
 
@@ -84,6 +101,9 @@ class InMemorySagaStore:
         self._outbox: dict[int, _OutboxRow] = {}
         self._last_outbox_id = 0
         self._timers: dict[uuid.UUID, _TimerClaim] = {}
+        self._locks: dict[str, list[_LockRow]] = {}
+        """Per lock key, its holder and its waiters, in line order (``seq``)."""
+        self._lock_seq = count(1)
 
     # -- the message path --------------------------------------------------------------
 
@@ -124,6 +144,13 @@ class InMemorySagaStore:
             self._by_correlation.setdefault(
                 (instance.saga_type, instance.correlation_id), saga_uuid
             )
+            if change.expected_version is None and instance.waiting_for_locks:
+                now = self._clock()
+                for key in instance.locks:
+                    row = _LockRow(saga_uuid, next(self._lock_seq), now)
+                    self._locks.setdefault(key, []).append(row)
+            elif instance.status.terminal and instance.locks:
+                self._release(saga_uuid, instance.locks)
         self._inbox[inbox_key] = self._clock()
         if change.unparked is not None:
             self._parked.pop(change.unparked, None)
@@ -187,6 +214,80 @@ class InMemorySagaStore:
 
     async def unpark(self, parked_id: int) -> None:
         self._parked.pop(parked_id, None)
+
+    # -- entity locks ---------------------------------------------------------------------
+
+    def _release(self, saga_uuid: uuid.UUID, keys: Iterable[str]) -> None:
+        for key in keys:
+            rows = [r for r in self._locks.get(key, []) if r.saga_id != saga_uuid]
+            if rows:
+                self._locks[key] = rows
+            else:
+                self._locks.pop(key, None)
+
+    def _keys_of(self, saga_uuid: uuid.UUID) -> list[str]:
+        return [k for k, rows in self._locks.items() if any(r.saga_id == saga_uuid for r in rows)]
+
+    def _ready(self, saga_uuid: uuid.UUID) -> bool:
+        """Whether a waiting saga could take all its keys now: free, nobody ahead."""
+        for key in self._keys_of(saga_uuid):
+            first = self._locks[key][0]
+            if first.saga_id != saga_uuid or first.granted_at is not None:
+                return False
+        return True
+
+    def _waiting_at(self, keys: Iterable[str]) -> list[uuid.UUID]:
+        found: dict[uuid.UUID, None] = {}
+        for key in keys:
+            for row in self._locks.get(key, []):
+                if row.granted_at is None:
+                    found.setdefault(row.saga_id)
+        return list(found)
+
+    async def grant_locks(self, keys: Sequence[str]) -> list[LockGrant]:
+        now = self._clock()
+        granted = []
+        for saga_uuid in sorted(self._waiting_at(set(keys))):
+            if not self._ready(saga_uuid):
+                continue
+            for key in self._keys_of(saga_uuid):
+                self._locks[key][0].granted_at = now
+            saga = self._sagas.get(saga_uuid)
+            if saga is not None:
+                granted.append(LockGrant(saga.saga_id, saga.saga_type, saga.correlation_id))
+        return granted
+
+    async def grantable_keys(self, limit: int) -> list[str]:
+        ready = [s for s in sorted(self._waiting_at(list(self._locks))) if self._ready(s)]
+        return sorted({key for s in ready[:limit] for key in self._keys_of(s)})
+
+    async def untold_grants(self, limit: int) -> list[LockGrant]:
+        holders = {rows[0].saga_id for rows in self._locks.values() if rows[0].granted_at}
+        untold = [
+            LockGrant(saga.saga_id, saga.saga_type, saga.correlation_id)
+            for key, saga in sorted(self._sagas.items())
+            if key in holders and saga.status is SagaStatus.RUNNING and saga.waiting_for_locks
+        ]
+        return untold[:limit]
+
+    async def saga_locks(self, saga_id: str) -> SagaLocks:
+        saga_uuid = _as_uuid(saga_id)
+        held: list[HeldLock] = []
+        awaited: list[AwaitedLock] = []
+        for key in sorted(self._locks):
+            rows = self._locks[key]
+            holder = rows[0] if rows[0].granted_at is not None else None
+            waiting = [r for r in rows if r.granted_at is None]
+            for row in rows:
+                if row.saga_id != saga_uuid:
+                    continue
+                if row.granted_at is not None:
+                    held.append(HeldLock(key, row.granted_at))
+                else:
+                    holder_id = str(holder.saga_id) if holder is not None else None
+                    place = waiting.index(row) + 1
+                    awaited.append(AwaitedLock(key, place, holder_id, row.enqueued_at))
+        return SagaLocks(tuple(held), tuple(awaited))
 
     # -- timers and queries --------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from bus_orchestrator.core.state import SagaInstance, SagaStatus, saga_id_for
 from bus_orchestrator.errors import AppConflictError
 from bus_orchestrator.ports import (
     AppScope,
+    AwaitedLock,
     ByCorrelation,
     ByPendingCommand,
     Change,
@@ -27,13 +28,16 @@ from bus_orchestrator.ports import (
     Committed,
     Direction,
     DueTimer,
+    HeldLock,
     HistoryEntry,
     Loaded,
+    LockGrant,
     OutboxMessage,
     Parked,
     ParkedMessage,
     PendingPublish,
     SagaKey,
+    SagaLocks,
 )
 from bus_orchestrator.store.driver_errors import postgres_errors
 from bus_orchestrator.store.queries import Queries
@@ -168,7 +172,9 @@ class PostgresSagaStore:
         if instance is None:
             query, saga_args = self._sql.commit_record_only, ()
         elif change.expected_version is None:
-            query = self._sql.commit_insert_saga
+            # Only a saga that takes entity locks pays for them: its commit queues it.
+            waits = instance.waiting_for_locks and bool(instance.locks)
+            query = self._sql.commit_insert_waiting if waits else self._sql.commit_insert_saga
             saga_args = (
                 instance.saga_id,
                 instance.saga_type,
@@ -180,9 +186,12 @@ class PostgresSagaStore:
                 instance.deadline,
                 instance.created_at,
                 instance.updated_at,
+                *([list(instance.locks)] if waits else []),
             )
         else:
-            query = self._sql.commit_update_saga
+            # A final status releases the saga's keys, and its place in any queue.
+            releases = instance.status.terminal and bool(instance.locks)
+            query = self._sql.commit_update_release if releases else self._sql.commit_update_saga
             saga_args = (
                 instance.saga_id,
                 change.expected_version,
@@ -281,6 +290,49 @@ class PostgresSagaStore:
             await self._pool.execute(
                 self._sql.back_off_timer, _as_uuid(saga_id), deadline, attempts, next_try
             )
+
+    # -- entity locks ---------------------------------------------------------------------
+
+    async def grant_locks(self, keys: Sequence[str]) -> list[LockGrant]:
+        # Cheap when nothing can be granted (one read); otherwise the keys of the sagas
+        # that could be are locked, in a fixed order, and the grant checks again under
+        # those locks, since the read above ran without them.
+        if not keys:
+            return []
+        with postgres_errors:
+            ready = await self._pool.fetch(self._sql.lock_ready, sorted(set(keys)), len(keys))
+            if not ready:
+                return []
+            locked = sorted(row["lock_key"] for row in ready)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(self._sql.lock_keys, locked)
+                rows = await conn.fetch(self._sql.grant_locks, locked)
+        return [LockGrant(r["saga_id"], r["saga_type"], r["correlation_id"]) for r in rows]
+
+    async def grantable_keys(self, limit: int) -> list[str]:
+        with postgres_errors:
+            rows = await self._pool.fetch(self._sql.lock_ready, None, limit)
+        return sorted(row["lock_key"] for row in rows)
+
+    async def untold_grants(self, limit: int) -> list[LockGrant]:
+        with postgres_errors:
+            rows = await self._pool.fetch(self._sql.locks_untold, limit, self._types)
+        return [LockGrant(r["saga_id"], r["saga_type"], r["correlation_id"]) for r in rows]
+
+    async def saga_locks(self, saga_id: str) -> SagaLocks:
+        saga_uuid = _as_uuid(saga_id)
+        if saga_uuid is None:
+            return SagaLocks()
+        with postgres_errors:
+            rows = await self._pool.fetch(self._sql.saga_locks, saga_uuid)
+        return SagaLocks(
+            held=tuple(HeldLock(r["lock_key"], r["granted_at"]) for r in rows if r["granted_at"]),
+            awaited=tuple(
+                AwaitedLock(r["lock_key"], r["place"], r["holder"], r["enqueued_at"])
+                for r in rows
+                if r["granted_at"] is None
+            ),
+        )
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:
         return await self._sagas(self._sql.find, _as_uuid(id_or_correlation), id_or_correlation)

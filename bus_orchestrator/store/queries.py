@@ -20,6 +20,8 @@ class Queries:
     commit_insert_saga: str
     commit_update_saga: str
     commit_record_only: str
+    commit_insert_waiting: str
+    commit_update_release: str
     park: str
     parked: str
     parked_ready: str
@@ -38,6 +40,11 @@ class Queries:
     outbox_backlog: str
     register_app: str
     running_versions: str
+    lock_ready: str
+    lock_keys: str
+    grant_locks: str
+    locks_untold: str
+    saga_locks: str
 
     @classmethod
     def load(cls) -> Queries:

@@ -3,11 +3,12 @@
 It routes as the real topology does (``transport.topology``): ``bus.events``,
 ``bus.commands`` and ``bus.replies`` are topic exchanges keyed by message type whose
 alternate exchange is ``bus.unroutable``; ``bus.dead`` keeps what a consumer refused, with
-the reason. Queues are bound by ``(exchange, routing key)`` like AMQP bindings, and every
-consumer returns the same explicit verdict a ``transport.consumer.QueueConsumer`` settles:
-ack, requeue (up to the delivery limit, then dead-lettered with reason ``delivery-limit``),
-or dead-letter with a reason. An exception escaping a consumer is dead-lettered with reason
-``handler-error``, as on the broker.
+the reason; ``bus.lifecycle`` keeps the sagas' end events, bound as on the broker. Queues
+are bound by ``(exchange, routing key)`` like AMQP bindings, and every consumer returns the
+same explicit verdict a ``transport.consumer.QueueConsumer`` settles: ack, requeue (up to
+the delivery limit, then dead-lettered with reason ``delivery-limit``), or dead-letter with
+a reason. An exception escaping a consumer is dead-lettered with reason ``handler-error``,
+as on the broker.
 
 Nothing runs by itself: ``deliver_next`` hands the oldest message to its queue's consumer,
 so a test decides when work happens and the order is always the order of publishing.
@@ -92,7 +93,8 @@ class InMemoryBus:
     """A ``ports.Publisher`` that routes to in-process consumers, one delivery at a time.
 
     ``published`` holds every message published, in order; ``dead_letters`` what reached
-    ``bus.dead``; ``unroutable`` what no queue was bound to receive.
+    ``bus.dead``; ``unroutable`` what no queue was bound to receive; ``lifecycle`` what
+    reached ``bus.lifecycle`` (every saga's end event; nothing consumes it).
     """
 
     def __init__(
@@ -108,6 +110,8 @@ class InMemoryBus:
         self.published: list[OutboxMessage] = []
         self.dead_letters: list[DeadLettered] = []
         self.unroutable: list[OutboxMessage] = []
+        self.lifecycle: list[OutboxMessage] = []
+        self._lifecycle_bindings = self.topology.lifecycle_queue().bindings
         self._queues: dict[str, _Queue] = {}
         self._ready: deque[_Delivery] = deque()
 
@@ -151,7 +155,13 @@ class InMemoryBus:
             self.unroutable.append(message)
             return
         queues = self.bound(message.exchange, message.routing_key)
-        if not queues:
+        kept = any(
+            exchange == message.exchange and topic_matches(pattern, message.routing_key)
+            for exchange, pattern in self._lifecycle_bindings
+        )
+        if kept:
+            self.lifecycle.append(message)
+        if not queues and not kept:
             log.info("unroutable: %s on %s", message.message_type, message.exchange)
             self.unroutable.append(message)
             return

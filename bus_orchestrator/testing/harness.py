@@ -2,10 +2,10 @@
 
 What runs is what runs in production: the ``Coordinator`` over the ``InMemorySagaStore``,
 the app's adapters through the adapter kit's ``CommandProcessor`` (with an
-``InMemoryCommandLog``), the ``TimerLoop``'s ``tick`` and the park sweep, every message
-encoded and decoded by the real codec. Only the broker, the database and the wall clock
-are replaced, by ``InMemoryBus``, the in-memory store and a ``ManualClock``; nothing runs in
-the background, so a test says when work happens::
+``InMemoryCommandLog``), the ``TimerLoop``'s ``tick``, the park and lock sweeps, every
+message encoded and decoded by the real codec. Only the broker, the database and the wall
+clock are replaced, by ``InMemoryBus``, the in-memory store and a ``ManualClock``; nothing
+runs in the background, so a test says when work happens::
 
     harness = SagaHarness(app)
     harness.reply(ChargePayment, lambda cmd: PaymentDeclined(order_id=cmd.order_id, reason="no"))
@@ -30,6 +30,7 @@ from bus_orchestrator.adapters.processor import CommandProcessor, reply_id_for, 
 from bus_orchestrator.adapters.runner import work_queue_name
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
+from bus_orchestrator.core.lifecycle import SagaEnded
 from bus_orchestrator.core.messages import Command, Message, Reply
 from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance, StepStatus, saga_id_for
 from bus_orchestrator.errors import DeadLetterReason, DefinitionError, InvalidMessageError
@@ -245,7 +246,8 @@ class SagaHarness:
 
     async def run_until_idle(self) -> None:
         """Do all the work there is at the current time: publish the committed outbox,
-        deliver every message, fire due timers, apply or expire parked events.
+        deliver every message, fire due timers, apply or expire parked events, grant
+        entity lock keys a failure left ungranted (the coordinator grants as it commits).
 
         Raises ``HarnessError`` if that never ends (a message requeued forever, say).
         """
@@ -259,6 +261,7 @@ class SagaHarness:
                 await self.bus.deliver_next()
                 or await self._timers.tick()
                 or await self.coordinator.sweep_parked()
+                or await self.coordinator.sweep_locks()
             ):
                 return
         raise HarnessError(f"still busy after {MAX_STEPS} steps: is something looping?")
@@ -334,6 +337,19 @@ class SagaHarness:
                 )
             except InvalidMessageError:
                 found.append(message.body)
+        return found
+
+    def ended(self, correlation_id: str | None = None) -> list[SagaEnded]:
+        """The end events sagas published (``saga.<type>.<status>.v1``, as ``bus.lifecycle``
+        received them), in order; only those of ``correlation_id`` when given."""
+        found: list[SagaEnded] = []
+        for message in self.bus.lifecycle:
+            payload = decode(
+                raw_message(message), self.app.registry, self.settings.max_message_bytes
+            ).payload
+            assert isinstance(payload, SagaEnded)  # noqa: S101 - bus.lifecycle's bindings
+            if correlation_id is None or payload.correlation_id == correlation_id:
+                found.append(payload)
         return found
 
     async def saga(self, correlation_id: str, saga_type: str | None = None) -> SagaInstance:

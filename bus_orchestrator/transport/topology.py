@@ -12,6 +12,10 @@ or dead-lettering, each other's traffic. Exchanges:
 - ``bus.dead``     (fanout) bad input and poison messages, with the reason in headers
 - ``bus.unroutable`` (fanout) alternate exchange of the three above: what nobody is bound to
 
+Besides the work queues, three shared queues: ``bus.dead`` and ``bus.unroutable`` (one per
+fanout exchange), and ``bus.lifecycle``, a bounded feed of every saga's end event (see
+``Topology.lifecycle_queue``).
+
 The arguments of each declaration are data here (``exchanges``, ``queues``), so the AsyncAPI
 document publishes exactly what the engine declares. A broker holding an exchange or queue
 of the same name with other arguments refuses the declaration; that becomes one
@@ -37,6 +41,7 @@ from aio_pika.exceptions import (
 from aiormq.exceptions import ChannelAccessRefused
 from pamqp.common import FieldTable
 
+from bus_orchestrator.core.lifecycle import ENDS
 from bus_orchestrator.core.messages import EXCHANGES, MessageKind
 from bus_orchestrator.errors import BrokerUnavailableError, TopologyMismatchError
 
@@ -46,6 +51,15 @@ _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<argument>[^']+)' for (?P<kind>exchange|queue) '(?P<name>[^']+)'"
     r"[^:]*:\s*(?P<detail>.*)$"
 )
+
+
+LIFECYCLE_KEYS = tuple(f"saga.*.{status}.v1" for status in ENDS)
+"""The end events ``bus.lifecycle`` is bound to on ``bus.events`` (not the cancel requests:
+one nobody handles must still reach ``bus.unroutable``)."""
+LIFECYCLE_MAX_LENGTH = 100_000
+"""The most end events ``bus.lifecycle`` keeps; the oldest is dropped for a new one."""
+LIFECYCLE_TTL_MS = 7 * 24 * 60 * 60 * 1000
+"""How long ``bus.lifecycle`` keeps an end event (7 days, in milliseconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,10 @@ class Topology:
     def unroutable(self) -> str:
         return f"{self.prefix}bus.unroutable"
 
+    @property
+    def lifecycle(self) -> str:
+        return f"{self.prefix}bus.lifecycle"
+
     def exchange_for(self, kind: MessageKind) -> str:
         return {
             MessageKind.EVENT: self.events,
@@ -138,6 +156,33 @@ class Topology:
             QueueSpec(self.unroutable, arguments, ((self.unroutable, ""),), "unroutable messages"),
         )
 
+    def lifecycle_queue(self) -> QueueSpec:
+        """``bus.lifecycle``: the end events of every saga, bounded in number and age.
+
+        Every saga publishes an end event; one that no system binds would otherwise go to
+        ``bus.unroutable`` and pile up there. Here it is kept as a feed instead: the newest
+        ``LIFECYCLE_MAX_LENGTH``, each for ``LIFECYCLE_TTL_MS`` at most, the oldest dropped
+        first, so the queue never grows without bound and nobody need consume it. A system
+        that must see every end event binds a queue of its own to the keys it wants.
+        """
+        arguments: dict[str, str | int] = {
+            "x-queue-type": "quorum",
+            "x-max-length": LIFECYCLE_MAX_LENGTH,
+            "x-overflow": "drop-head",
+            "x-message-ttl": LIFECYCLE_TTL_MS,
+        }
+        bindings = tuple((self.events, key) for key in LIFECYCLE_KEYS)
+        days = LIFECYCLE_TTL_MS // (24 * 60 * 60 * 1000)
+        purpose = (
+            f"the end events of every saga, the newest {LIFECYCLE_MAX_LENGTH} for at most "
+            f"{days} days (the oldest dropped first)"
+        )
+        return QueueSpec(self.lifecycle, arguments, bindings, purpose)
+
+    def shared_queues(self) -> tuple[QueueSpec, ...]:
+        """The queues every application shares, in the order they are declared."""
+        return (*self.parking_queues(), self.lifecycle_queue())
+
     def work_queue_arguments(self) -> dict[str, str | int]:
         """The arguments of every queue a consumer of the engine takes work from."""
         return {
@@ -149,7 +194,7 @@ class Topology:
         }
 
     async def declare_exchanges(self, channel: AbstractChannel) -> None:
-        """Declare the shared exchanges and the dead-letter queues (idempotent).
+        """Declare the shared exchanges and queues (``shared_queues``), idempotently.
 
         Raises ``TopologyMismatchError`` when one exists with other arguments, and
         ``BrokerUnavailableError`` when the broker goes away meanwhile.
@@ -163,7 +208,7 @@ class Topology:
                     durable=True,
                 )
             )
-        for spec in self.parking_queues():
+        for spec in self.shared_queues():
             queue = await _declaring(
                 channel.declare_queue(spec.name, durable=True, arguments=_table(spec.arguments))
             )
@@ -192,7 +237,7 @@ class Topology:
 
     async def delete(self, channel: AbstractChannel, queues: Iterable[str] = ()) -> None:
         """Remove this prefix's exchanges and the given queues (used by tests and teardown)."""
-        for name in (*queues, self.dead, self.unroutable):
+        for name in (*queues, *(spec.name for spec in self.shared_queues())):
             await channel.queue_delete(name)
         for name in (self.events, self.commands, self.replies, self.dead, self.unroutable):
             await channel.exchange_delete(name)

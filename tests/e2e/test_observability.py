@@ -199,6 +199,18 @@ async def test_a_compensated_saga_is_one_trace_across_processes(
     assert [s.attributes["saga.step"] for s in compensations] == ["charge_payment", "reserve_stock"]
     assert all(s.start_ns > rejected.start_ns for s in compensations)
     assert rejected.attributes["saga.step"] == "create_shipment"
+    # the saga's end goes out last, in the same trace: an event, not a compensation
+    [ended] = [
+        s
+        for s in spans
+        if s.kind == "PRODUCER"
+        and s.attributes["messaging.rabbitmq.destination.routing_key"]
+        == "saga.order_to_cash.compensated.v1"
+    ]
+    assert (ended.name, ended.service) == (f"send {bus.topology.events}", "bus-coordinator")
+    assert ended.attributes["saga.status"] == "compensated"
+    assert "saga.compensation" not in ended.attributes
+    assert all(ended.start_ns > s.start_ns for s in compensations)
 
     # logs: JSON lines that name the trace and the saga
     records = [json.loads(line) for line in processes.log_lines() if line.startswith("{")]

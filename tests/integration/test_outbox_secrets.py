@@ -27,6 +27,8 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
+COMPLETED = "saga.order_to_cash.completed.v1"
+
 
 async def test_no_confirmed_outbox_row_keeps_the_payment_token(
     settings: Settings, db_schema: str, bus: TestBus
@@ -44,7 +46,7 @@ async def test_no_confirmed_outbox_row_keeps_the_payment_token(
         rows = await rows_when(
             settings,
             "SELECT message_type, sent_at, body, headers::text AS headers FROM outbox",
-            lambda rows: len(rows) == 3 and all(r["sent_at"] is not None for r in rows),
+            lambda rows: len(rows) == 4 and all(r["sent_at"] is not None for r in rows),
         )
         sent = await bus.drain(commands, 3)
     finally:
@@ -55,7 +57,7 @@ async def test_no_confirmed_outbox_row_keeps_the_payment_token(
     # the token went out to the payments adapter, in clear, as it must
     [charge] = [m for m in sent if m.routing_key == CHARGE]
     assert token.encode() in charge.body
-    # and no confirmed row holds it, nor any other body
-    assert sorted(r["message_type"] for r in rows) == sorted([RESERVE, CHARGE, SHIP])
+    # and no confirmed row holds it, nor any other body (the saga's end event's neither)
+    assert sorted(r["message_type"] for r in rows) == sorted([RESERVE, CHARGE, SHIP, COMPLETED])
     assert [r["message_type"] for r in rows if token.encode() in (r["body"] or b"")] == []
-    assert [(r["body"], r["headers"]) for r in rows] == [(None, None)] * 3
+    assert [(r["body"], r["headers"]) for r in rows] == [(None, None)] * 4

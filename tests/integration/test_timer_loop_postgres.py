@@ -167,10 +167,16 @@ async def test_bad_timers_back_off_and_fail_while_good_ones_fire(
         await loop.stop()
     assert {r["status"]: r["n"] for r in rows} == {"failed": 200, "running": 20}
 
-    # the good timers fired, once each: the command was resent
+    # the good timers fired, once each: the command was resent; each failed saga sent its
+    # one end event, whether its code raised or its timer was given up on
     outbox = await sql(settings, "SELECT message_type, correlation_id FROM outbox")
-    assert sorted(r["correlation_id"] for r in outbox) == sorted(s.correlation_id for s in good)
-    assert {r["message_type"] for r in outbox} == {RESERVE}
+    by_type: dict[str, list[str]] = {}
+    for row in outbox:
+        by_type.setdefault(row["message_type"], []).append(row["correlation_id"])
+    assert sorted(by_type) == [RESERVE, "saga.fragile.failed.v1", "saga.vanished.failed.v1"]
+    assert sorted(by_type[RESERVE]) == sorted(s.correlation_id for s in good)
+    assert sorted(by_type["saga.fragile.failed.v1"]) == sorted(s.correlation_id for s in fragile)
+    assert sorted(by_type["saga.vanished.failed.v1"]) == sorted(s.correlation_id for s in vanished)
     for saga in await store.list_sagas(status=SagaStatus.RUNNING, limit=100):
         assert saga.steps[0].attempts == 2
         assert saga.deadline is not None and saga.deadline > now
@@ -196,19 +202,21 @@ async def test_bad_timers_back_off_and_fail_while_good_ones_fire(
     for saga in vanished:
         [failed] = await store.find(saga.saga_id)
         assert (failed.status, failed.failure, failed.deadline) == ("failed", reason, None)
-        [entry] = await store.history(saga.saga_id)
+        entry, ended = await store.history(saga.saga_id)
         assert (entry.message_type, entry.outcome, entry.note) == (
             TIMER_MESSAGE_TYPE,
             "failed",
             reason,
         )
+        assert (ended.message_type, ended.outcome) == ("saga.vanished.failed.v1", "queued")
     for saga in fragile:
         [failed] = await store.find(saga.saga_id)
         assert failed.status is SagaStatus.FAILED
         assert failed.failure is not None and "the inventory system is on fire" in failed.failure
-        history = await store.history(saga.saga_id)
-        assert history[-1].message_type == TIMER_MESSAGE_TYPE
-        assert "the inventory system is on fire" in history[-1].note
+        *_, timer, ended = await store.history(saga.saga_id)
+        assert timer.message_type == TIMER_MESSAGE_TYPE
+        assert "the inventory system is on fire" in timer.note
+        assert (ended.message_type, ended.outcome) == ("saga.fragile.failed.v1", "queued")
 
 
 async def test_two_coordinators_fire_each_due_timer_once(

@@ -127,7 +127,7 @@ def start():  # type: ignore[no-untyped-def]
     [
         (80, ["tests.score.v1", "tests.welcome.v1"]),
         (10, ["tests.score.v1", "tests.review.v1"]),
-        (-1, ["tests.score.v1"]),
+        (-1, ["tests.score.v1", "saga.onboarding.completed.v1"]),  # no next step: it ends
     ],
 )
 def test_branch_picks_the_next_step_from_reply_data(score: int, expected: list[str]) -> None:
@@ -158,7 +158,8 @@ def test_forward_step_is_resent_with_the_same_id_before_it_times_out() -> None:
     gave_up = decide(SAGA, resent.instance, last, resent.instance.deadline)
     # no compensation on this step: nothing to undo, the saga ends compensated
     assert gave_up.instance is not None and gave_up.instance.status is SagaStatus.COMPENSATED
-    assert gave_up.send == ()
+    # no command goes out, only the saga's end
+    assert [o.payload.message_type for o in gave_up.send] == ["saga.onboarding.compensated.v1"]
 
 
 def test_reaction_can_update_the_data() -> None:
@@ -228,7 +229,12 @@ def test_a_saga_can_be_started_by_two_versions_of_its_event() -> None:
     for event in (Applied(applicant="a"), AppliedV2(applicant="b", channel="web")):
         decision = decide(both, None, Inbound("x", event, event.applicant), T0)
         assert decision.outcome is Outcome.STARTED
-    assert both.event_types() == {"tests.applied.v1", "tests.applied.v2"}
+    # its starts, and the engine's request to cancel it
+    assert both.event_types() == {
+        "tests.applied.v1",
+        "tests.applied.v2",
+        "saga.onboarding2.cancel_requested.v1",
+    }
 
 
 def test_a_step_that_builds_another_command_than_it_declares_is_caught() -> None:
@@ -252,4 +258,5 @@ def test_a_step_that_builds_another_command_than_it_declares_is_caught() -> None
     assert decision.outcome is Outcome.FAILED and isinstance(decision.error, DefinitionError)
     assert decision.instance is not None and decision.instance.status is SagaStatus.FAILED
     assert "declares it sends tests.review.v1" in (decision.instance.failure or "")
-    assert decision.send == ()
+    # the wrong command is not sent; the saga's end is
+    assert [o.payload.message_type for o in decision.send] == ["saga.wrong.failed.v1"]

@@ -157,6 +157,36 @@ def test_who_sends_and_receives_what(document: dict[str, Any]) -> None:
     assert "payments.payment_declined.v1" in operations_of(document, "payments", "send")
     assert "payments.payment_declined.v1" not in operations_of(document, "coordinator", "send")
     assert "coordinator.receive.ordersOrderPlacedV1" in document["operations"]
+    # the engine's own events about the saga: it ends on the bus, and may be cancelled by one
+    assert {
+        "saga.order_to_cash.completed.v1",
+        "saga.order_to_cash.compensated.v1",
+        "saga.order_to_cash.failed.v1",
+    } <= operations_of(document, "coordinator", "send")
+    assert "saga.order_to_cash.cancel_requested.v1" in operations_of(
+        document, "coordinator", "receive"
+    )
+    ended = document["channels"]["sagaOrderToCashCompletedV1"]["bindings"]["amqp"]
+    assert ended["exchange"]["name"] == "bus.events"
+
+
+def test_the_lifecycle_feed_is_declared_with_its_bounds_and_end_event_bindings(
+    document: dict[str, Any],
+) -> None:
+    [lifecycle] = [q for q in document["x-topology"]["queues"] if q["name"] == "bus.lifecycle"]
+    assert lifecycle["arguments"] == {
+        "x-queue-type": "quorum",
+        "x-max-length": 100_000,
+        "x-overflow": "drop-head",
+        "x-message-ttl": 7 * 24 * 3600 * 1000,
+    }
+    assert lifecycle["bindings"] == [
+        {"exchange": "bus.events", "routingKey": f"saga.*.{status}.v1"}
+        for status in ("completed", "compensated", "failed")
+    ]
+    description = document["info"]["description"]
+    assert "## Saga end events" in description and "## Cancelling a saga" in description
+    assert "| `bus.lifecycle` | queue, durable |" in description
 
 
 def resolve(document: dict[str, Any], ref: str) -> Any:
@@ -171,7 +201,8 @@ def resolve(document: dict[str, Any], ref: str) -> Any:
 def test_operations_reference_existing_channels_and_their_messages(
     document: dict[str, Any],
 ) -> None:
-    assert len(document["operations"]) == 28
+    # 28 for the domain's messages, 3 end events sent and 1 cancel request received
+    assert len(document["operations"]) == 32
     for op_id, operation in document["operations"].items():
         channel = resolve(document, operation["channel"]["$ref"])
         for message in operation["messages"]:
@@ -290,7 +321,9 @@ def test_two_nested_models_with_one_class_name_are_refused() -> None:
 
 
 def test_the_example_app_derives_the_example_registry() -> None:
-    """Its registry comes from what its sagas and adapters declare: the very 15 types."""
+    """Its registry comes from what its sagas and adapters declare: the very 19 types (15 of
+    the domain, the saga's 3 end events and its cancel request)."""
     app = create_app()
     assert [c.message_type for c in app.registry] == [c.message_type for c in REGISTRY]
     assert all(app.registry.get(c.message_type).model is c.model for c in REGISTRY)  # type: ignore[union-attr]
+    assert len(list(app.registry)) == 19

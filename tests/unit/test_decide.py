@@ -18,6 +18,7 @@ from bus_orchestrator.core import (
     TimerFired,
     decide,
 )
+from bus_orchestrator.core.lifecycle import SagaEnded, cancel_event
 from bus_orchestrator.core.messages import Reply
 from contracts import (
     Address,
@@ -94,7 +95,13 @@ def test_start_is_deterministic_and_ids_tie_messages_together() -> None:
             ["payments.charge_payment.v1"],
             "succeeded",
         ),
-        (UNAVAILABLE, Outcome.ADVANCED, SagaStatus.COMPENSATED, [], "failed"),
+        (
+            UNAVAILABLE,
+            Outcome.ADVANCED,
+            SagaStatus.COMPENSATED,
+            ["saga.order_to_cash.compensated.v1"],  # nothing to undo: it ends at once
+            "failed",
+        ),
     ],
 )
 def test_one_reply_is_one_transition(
@@ -109,6 +116,54 @@ def test_one_reply_is_one_transition(
     assert after.status is status and after.steps[0].status == step
     assert [o.payload.message_type for o in decision.send] == sent
     assert after.steps[0].finished_at == now
+
+
+def test_a_saga_that_ends_sends_its_end_event_once() -> None:
+    before = started()
+    reply = Inbound("rep-1", UNAVAILABLE, OID, before.pending_command_id)
+    decision = decide(SAGA, before, reply, T0)
+    again = decide(SAGA, before, reply, T0 + timedelta(seconds=5))  # the same reply, retried
+    [ended] = decision.send
+    assert isinstance(ended.payload, SagaEnded)
+    assert ended.payload.message_type == "saga.order_to_cash.compensated.v1"
+    assert ended.payload.model_dump() == {
+        "saga_id": before.saga_id,
+        "saga_type": "order_to_cash",
+        "correlation_id": OID,
+        "status": "compensated",
+        "reason": decision.instance.failure if decision.instance else None,
+        "started_by": {"message_id": "evt-1", "correlation_id": OID},
+    }
+    assert ended.payload.reason is not None and "out of stock" in ended.payload.reason
+    assert (ended.correlation_id, ended.causation_id) == (OID, "rep-1")
+    assert again.send[0].message_id == ended.message_id  # one end on the bus, however retried
+    assert decision.instance is not None
+    # a finished saga ends no more: a cancel request afterwards is ignored, and sends nothing
+    cancel = Inbound("c-1", cancel_event("order_to_cash")(correlation_id=OID, reason="r"), OID)
+    late = decide(SAGA, decision.instance, cancel, T0 + timedelta(seconds=9))
+    assert (late.outcome, late.send) == (Outcome.IGNORED, ())
+
+
+def test_a_cancel_request_stops_a_running_saga_like_a_compensate_reaction() -> None:
+    before = started()
+    reserved = decide(SAGA, before, Inbound("r-1", RESERVED, OID, before.pending_command_id), T0)
+    assert reserved.instance is not None
+    cancel = Inbound("c-1", cancel_event("order_to_cash")(correlation_id=OID, reason="bye"), OID)
+    decision = decide(SAGA, reserved.instance, cancel, T0)
+    after = decision.instance
+    # the charge is in flight: compensation waits for its answer, nothing is sent yet
+    assert after is not None and after.status is SagaStatus.RUNNING
+    assert after.cancel_reason == "bye" and decision.send == ()
+    declined = Inbound("r-2", DECLINED, OID, after.pending_command_id)
+    released = decide(SAGA, after, declined, T0)
+    assert [o.payload.message_type for o in released.send] == ["inventory.release_stock.v1"]
+    assert released.instance is not None
+    done = Inbound("r-3", RELEASED, OID, released.instance.pending_command_id)
+    final = decide(SAGA, released.instance, done, T0)
+    assert final.instance is not None and final.instance.status is SagaStatus.COMPENSATED
+    [ended] = final.send
+    assert isinstance(ended.payload, SagaEnded)
+    assert (ended.payload.status, ended.payload.reason) == ("compensated", "bye")
 
 
 @pytest.mark.parametrize(

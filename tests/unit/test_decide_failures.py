@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from bus_orchestrator.app import App
 from bus_orchestrator.core import (
     CommandRefused,
+    Decision,
     Inbound,
     Outcome,
     SagaStatus,
@@ -19,6 +20,7 @@ from bus_orchestrator.core import (
     TimerFired,
     decide,
 )
+from bus_orchestrator.core.lifecycle import SagaEnded
 from bus_orchestrator.core.messages import REDACTED
 from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.testing import SagaHarness
@@ -46,6 +48,13 @@ def broken(step_name: str, **changes: object) -> object:
     return dataclasses.replace(saga, steps=steps)
 
 
+def ended_with(decision: Decision) -> tuple[str, str | None]:
+    """The type and reason of the one message ``decision`` sends: the saga's end event."""
+    [ended] = decision.send
+    assert isinstance(ended.payload, SagaEnded)
+    return ended.payload.message_type, ended.payload.reason
+
+
 def boom(*_: object) -> object:
     raise ValueError("the ERP changed its mind")
 
@@ -71,12 +80,12 @@ def test_saga_code_that_raises_fails_the_saga_with_the_error() -> None:
     reply = Inbound("r-1", RESERVED, OID, started.pending_command_id)
     decision = decide(saga, started, reply, T0 + timedelta(seconds=1))
     assert decision.outcome is Outcome.FAILED and isinstance(decision.error, ValueError)
-    assert decision.send == ()
     failed = decision.instance
     assert failed is not None and failed.status is SagaStatus.FAILED
     assert failed.failure == (
         "saga code raised on inventory.stock_reserved.v1: ValueError: the ERP changed its mind"
     )
+    assert ended_with(decision) == ("saga.order_to_cash.failed.v1", failed.failure)
     assert failed.version == started.version + 1
     assert (failed.pending_command_id, failed.deadline) == (None, None)
     # a failed saga takes no further messages
@@ -94,6 +103,7 @@ def test_initial_data_that_raises_leaves_a_failed_saga_to_find() -> None:
         OID,
         SagaStatus.FAILED,
     )
+    assert ended_with(decision) == ("saga.order_to_cash.failed.v1", decision.instance.failure)
 
 
 def test_timer_whose_resend_raises_fails_the_saga() -> None:
@@ -113,6 +123,7 @@ def test_timer_whose_resend_raises_fails_the_saga() -> None:
     decision = decide(saga, instance, timer, instance.deadline)
     assert decision.outcome is Outcome.FAILED
     assert decision.instance is not None and decision.instance.deadline is None
+    assert ended_with(decision) == ("saga.order_to_cash.failed.v1", decision.instance.failure)
 
 
 async def test_a_refused_forward_command_fails_its_step_and_compensates_the_earlier_ones() -> None:
@@ -136,10 +147,12 @@ async def test_a_refused_compensation_fails_the_saga_for_an_operator() -> None:
     release = state.pending_command_id
     assert release is not None
     decision = decide(SAGA, state, CommandRefused(state.saga_id, release, "too big", "m"), T0)
-    assert decision.send == ()
     after = decision.instance
     assert after is not None and after.status is SagaStatus.FAILED
     assert after.steps[0].status is StepStatus.COMPENSATION_FAILED
+    # no command goes out, only the saga's end
+    assert ended_with(decision) == ("saga.order_to_cash.failed.v1", after.failure)
+    assert decision.send[0].causation_id == "m"
 
 
 async def test_a_refusal_of_a_command_no_longer_awaited_is_ignored() -> None:

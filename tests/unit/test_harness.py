@@ -4,6 +4,7 @@ the clock fires deadlines in order, scripts answer in place of adapters."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import ClassVar
 
 import pytest
@@ -13,12 +14,20 @@ from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core import Command, Event, Reply, SagaDefinition, SagaStatus, Step
 from bus_orchestrator.core.decide import TIMER_MESSAGE_TYPE
+from bus_orchestrator.core.lifecycle import StartedBy, cancel_event
 from bus_orchestrator.core.state import StepStatus
 from bus_orchestrator.errors import DefinitionError, TransientAdapterError
 from bus_orchestrator.ports import OutboxMessage
 from bus_orchestrator.testing import DEFAULT_START, HarnessError, SagaHarness
 from bus_orchestrator.testing.bus import InMemoryBus, topic_matches
-from contracts import ChargePayment, OrderCancelled, PaymentDeclined, StockReserved
+from contracts import (
+    ChargePayment,
+    OrderCancelled,
+    OrderToCashCancelRequested,
+    PaymentCharged,
+    PaymentDeclined,
+    StockReserved,
+)
 from example import create_app
 from tests.integration.harness import SCENARIOS, order
 
@@ -45,13 +54,20 @@ def test_topic_bindings_match_as_amqp_does(pattern: str, key: str, matches: bool
 async def test_the_example_runs_on_its_own_adapters(scenario: str) -> None:
     changes, status, commands = SCENARIOS[scenario]
     harness = SagaHarness(create_app())
-    await harness.publish(order("o-1", **changes))
+    started = await harness.publish(order("o-1", **changes))
     await harness.run_until_idle()
-    assert (await harness.saga("o-1")).status is status
+    saga = await harness.saga("o-1")
+    assert saga.status is status
     assert harness.command_types() == commands
     # the replies came through the adapter kit: one record per command in its log
     assert len(harness.command_log.records) == len(commands)
     assert {c.correlation_id for c in harness.commands} == {"o-1"}
+    # its end went out on bus.events, where bus.lifecycle keeps it: nothing is unroutable
+    [ended] = harness.ended()
+    assert ended.message_type == f"saga.order_to_cash.{status}.v1"
+    assert (ended.saga_id, ended.correlation_id, ended.status) == (saga.saga_id, "o-1", status)
+    assert ended.reason == saga.failure
+    assert ended.started_by == StartedBy(message_id=started, correlation_id=None)
     assert harness.dead_letters == [] and harness.unroutable == []
 
 
@@ -232,3 +248,74 @@ async def test_a_command_the_app_cannot_read_is_a_clear_error() -> None:
 def test_a_fresh_bus_has_seen_nothing() -> None:
     bus = InMemoryBus()
     assert (bus.published, bus.dead_letters, bus.unroutable, bus.pending) == ([], [], [], 0)
+    assert bus.lifecycle == []
+
+
+async def test_a_cancel_request_compensates_a_running_saga_once_its_step_answers() -> None:
+    harness = SagaHarness(create_app())
+    harness.reply(ChargePayment)  # left unanswered for now
+    await harness.publish(order("o-1"))
+    await harness.run_until_idle()
+    await harness.publish(OrderToCashCancelRequested(correlation_id="o-1", reason="changed mind"))
+    await harness.run_until_idle()
+    # the charge is in flight: nothing more goes out until it is answered
+    saga = await harness.saga("o-1")
+    assert (saga.status, saga.cancel_reason) == (SagaStatus.RUNNING, "changed mind")
+    assert harness.ended() == []
+    charge = harness.commands[-1]
+    await harness.answer(
+        charge,
+        PaymentCharged(order_id="o-1", payment_id="p-1", amount=Decimal("10.00"), currency="EUR"),
+    )
+    await harness.run_until_idle()
+    saga = await harness.saga("o-1")
+    assert saga.status is SagaStatus.COMPENSATED
+    assert harness.command_types() == [
+        "inventory.reserve_stock.v1",
+        "payments.charge_payment.v1",
+        "payments.refund_payment.v1",
+        "inventory.release_stock.v1",
+    ]
+    [ended] = harness.ended("o-1")
+    assert (ended.message_type, ended.reason) == (
+        "saga.order_to_cash.compensated.v1",
+        "changed mind",
+    )
+    # a second request finds the saga finished: ignored, and no second end event
+    await harness.publish(OrderToCashCancelRequested(correlation_id="o-1", reason="again"))
+    await harness.run_until_idle()
+    assert len(harness.ended()) == 1
+    assert (await harness.history("o-1"))[-1].outcome == "ignored"
+    assert harness.dead_letters == [] and harness.unroutable == []
+
+
+async def test_a_cancel_request_for_no_saga_waits_then_expires_like_any_early_event() -> None:
+    harness = SagaHarness(create_app())
+    await harness.publish(OrderToCashCancelRequested(correlation_id="o-9", reason="who?"))
+    await harness.run_until_idle()
+    assert [h.outcome for h in await harness.history("o-9")] == ["parked"]
+    await harness.advance(timedelta(seconds=harness.settings.park_ttl_seconds + 60))
+    assert [h.outcome for h in await harness.history("o-9")] == ["parked", "dead-lettered"]
+    [dead] = harness.dead_letters
+    assert (dead.message_type, dead.reason) == ("saga.order_to_cash.cancel_requested.v1", "expired")
+    assert harness.unroutable == [] and harness.ended() == []
+
+
+async def test_a_cancel_request_that_overtook_its_order_cancels_the_saga_when_it_starts() -> None:
+    harness = SagaHarness(create_app())
+    await harness.publish(OrderToCashCancelRequested(correlation_id="o-1", reason="early"))
+    await harness.publish(order("o-1"))
+    await harness.run_until_idle()
+    saga = await harness.saga("o-1")
+    assert (saga.status, saga.failure) == (SagaStatus.COMPENSATED, "early")
+    [ended] = harness.ended("o-1")
+    assert ended.status == "compensated"
+
+
+async def test_a_cancel_request_for_a_saga_type_nobody_runs_is_unroutable() -> None:
+    harness = SagaHarness(create_app())
+    await harness.publish(cancel_event("invoicing")(correlation_id="i-1", reason="none"))
+    await harness.run_until_idle()
+    assert len(harness.bus.unroutable) == 1  # bus.lifecycle keeps end events only
+    assert harness.bus.unroutable[0].routing_key == "saga.invoicing.cancel_requested.v1"
+    assert harness.bus.lifecycle == []

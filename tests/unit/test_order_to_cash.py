@@ -133,6 +133,10 @@ async def test_paths(harness: SagaHarness, path: Path) -> None:
     # one commit per message, each advancing the saga by one version
     assert await inbound_outcomes(harness) == ["started"] + ["advanced"] * len(path.sent)
     assert saga.version == len(path.sent) + 1
+    # its one end event, kept by bus.lifecycle: nothing went unroutable
+    [ended] = harness.ended(OID)
+    assert ended.message_type == f"saga.order_to_cash.{path.status}.v1"
+    assert (ended.saga_id, ended.reason) == (saga.saga_id, saga.failure)
     assert harness.dead_letters == [] and harness.unroutable == []
 
 
@@ -229,6 +233,7 @@ async def test_a_cancel_waits_for_the_step_in_flight_then_undoes_it_too(
     assert saga.status is SagaStatus.COMPENSATED
     assert saga.failure == "order cancelled: changed my mind"
     assert harness.command_types()[-2:] == [REFUND, RELEASE]
+    assert [(e.status, e.reason) for e in harness.ended()] == [("compensated", saga.failure)]
 
 
 async def test_a_cancel_when_the_step_in_flight_fails_undoes_only_earlier_steps(
@@ -243,6 +248,7 @@ async def test_a_cancel_when_the_step_in_flight_fails_undoes_only_earlier_steps(
     await harness.answer(harness.commands[-1], RELEASED)
     await harness.run_until_idle()
     assert (await harness.saga(OID)).status is SagaStatus.COMPENSATED
+    assert [e.status for e in harness.ended()] == ["compensated"]
 
 
 async def test_a_timeout_after_a_cancellation_does_not_resend_the_forward_command(
@@ -284,6 +290,7 @@ async def test_a_step_timeout_resends_then_compensates_the_uncertain_step_as_wel
     saga = await harness.saga(OID)
     assert saga.status is SagaStatus.COMPENSATED
     assert saga.failure == "step charge_payment timed out"
+    assert [(e.status, e.reason) for e in harness.ended()] == [("compensated", saga.failure)]
 
 
 async def test_a_compensation_is_resent_then_the_saga_fails_for_an_operator(
@@ -304,3 +311,5 @@ async def test_a_compensation_is_resent_then_the_saga_fails_for_an_operator(
     assert saga.status is SagaStatus.FAILED
     assert saga.steps[0].status is StepStatus.COMPENSATION_FAILED
     assert saga.failure and "compensation of step reserve_stock failed" in saga.failure
+    [ended] = harness.ended()
+    assert (ended.message_type, ended.reason) == ("saga.order_to_cash.failed.v1", saga.failure)

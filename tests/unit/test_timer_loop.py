@@ -139,12 +139,17 @@ async def test_an_unknown_saga_type_backs_off_then_fails_with_the_reason() -> No
     assert failed.status is SagaStatus.FAILED
     assert failed.failure == reason
     assert (failed.deadline, failed.pending_command_id, failed.version) == (None, None, 2)
-    [entry] = await store.history(vanished.saga_id)
+    entry, out = await store.history(vanished.saga_id)
     assert (entry.message_type, entry.outcome, entry.note) == (TIMER_MESSAGE_TYPE, "failed", reason)
     assert entry.causation_id == vanished.pending_command_id
+    # it ends on the bus as any saga does, though its type has no definition here
+    [row] = relay.rows
+    assert row.message.message_type == out.message_type == "saga.vanished.failed.v1"
+    assert (row.message.exchange, row.message.correlation_id) == ("t.bus.events", "o-1")
+    assert out.payload is not None and out.payload["reason"] == reason
     clock.now = T0 + timedelta(days=1)
     assert await loop.tick() == 0
-    assert relay.rows == []
+    assert len(relay.rows) == 1
 
 
 async def test_a_claim_held_by_another_process_is_not_fired() -> None:
@@ -202,7 +207,8 @@ async def test_a_timer_awaiting_no_command_fails_its_saga_in_the_end() -> None:
         failed.failure
         == f"timer failed 3 times: saga {broken.saga_id} has a timer but awaits no command"
     )
-    assert [e.outcome for e in await store.history(broken.saga_id)] == ["failed"]
+    assert [e.outcome for e in await store.history(broken.saga_id)] == ["failed", "queued"]
+    assert [row.message.message_type for row in relay.rows] == ["saga.order_to_cash.failed.v1"]
 
 
 class StoreFailingBackOff(CountingStore):
