@@ -5,20 +5,17 @@ standing in for the identity provider, which publishes its verdict while the chi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from bus_orchestrator.app import App
 from bus_orchestrator.cli import EXAMPLE_APP
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaStatus, StepStatus
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from contracts.onboarding import IdentityVerified
-from example import create_onboarding_app
 from sagas.onboarding import verification_id_of
 from tests.conftest import TestBus
 from tests.e2e.processes import Processes, cli, wait_for_consumers
@@ -26,7 +23,6 @@ from tests.integration.harness import publish, sql, wait_for_status
 from tests.unit.test_onboarding import (
     CLOSE_CASE,
     KIT,
-    LOCK_RUNTIME,
     PATHS,
     PROVISION,
     VERIFICATION,
@@ -55,17 +51,7 @@ FINAL = {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED}
 CHILD_COMMANDS = {*VERIFICATION, CLOSE_CASE}
 
 
-def app_under_test(settings: Settings) -> App:
-    """The example's onboarding app; without its customer lock until the runtime grants
-    locks on this branch (``LOCK_RUNTIME``)."""
-    app = create_onboarding_app(settings)
-    if LOCK_RUNTIME:
-        return app
-    sagas = [dataclasses.replace(s, locks=()) for s in app.sagas]
-    return App(app.name, sagas=sagas, adapters=app.adapters, demo=app.demo)
-
-
-APP = "tests.e2e.test_onboarding:app_under_test"
+APP = "example:create_onboarding_app"
 
 
 async def start(settings: Settings, bus: TestBus, processes: Processes) -> None:
@@ -147,7 +133,6 @@ async def test_every_path_ends_as_expected(
     assert unsent[0]["n"] == 0
 
 
-@pytest.mark.xfail(not LOCK_RUNTIME, reason="the runtime does not grant locks yet", strict=True)
 async def test_a_second_signup_of_one_customer_waits_for_the_first(
     settings: Settings, schema: str, bus: TestBus, processes: Processes
 ) -> None:
@@ -200,7 +185,6 @@ async def test_the_demo_runs_both_apps_side_by_side_on_the_services(
     assert "onboarding: all 10 sagas ended as expected" in out
 
 
-@pytest.mark.xfail(not LOCK_RUNTIME, reason="the runtime does not grant locks yet", strict=True)
 async def test_without_an_app_the_demo_runs_both_examples(settings: Settings) -> None:
     code, out, err = await cli(settings, "demo", "--embedded", "--orders", "10", BUS_APP="")
     assert code == 0, out + err

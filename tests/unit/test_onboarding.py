@@ -4,7 +4,6 @@ signup's email tags) or scripted replies, with the coordinator, codec, store and
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -42,16 +41,12 @@ EMAIL = "email.send_welcome_email.v1"
 VERIFICATION = (OPEN_CASE, CHECK_DOCS)
 """The child's commands, when its documents pass."""
 
-LOCK_RUNTIME = False
-"""Whether the runtime grants entity locks on this branch. Until it does, the paths run on
-the definition without its customer lock, and the lock's own test is expected to fail."""
-
 
 def sagas() -> list[SagaDefinition[Any, Any]]:
-    parent = onboarding.build(STEP_TIMEOUT, VERIFICATION_TIMEOUT)
-    if not LOCK_RUNTIME:
-        parent = dataclasses.replace(parent, locks=())
-    return [parent, onboarding.build_verification(STEP_TIMEOUT, VERIFICATION_TIMEOUT)]
+    return [
+        onboarding.build(STEP_TIMEOUT, VERIFICATION_TIMEOUT),
+        onboarding.build_verification(STEP_TIMEOUT, VERIFICATION_TIMEOUT),
+    ]
 
 
 @pytest.fixture
@@ -325,11 +320,7 @@ async def test_the_fakes_had_each_effect_once(
 # -- the customer lock ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(not LOCK_RUNTIME, reason="the runtime does not grant locks yet", strict=True)
-async def test_two_signups_of_one_customer_run_one_after_the_other() -> None:
-    parent = onboarding.build(STEP_TIMEOUT, VERIFICATION_TIMEOUT)
-    child = onboarding.build_verification(STEP_TIMEOUT, VERIFICATION_TIMEOUT)
-    harness = SagaHarness(App("onboarding", sagas=[parent, child], adapters=onboarding_adapters()))
+async def test_two_signups_of_one_customer_run_one_after_the_other(harness: SagaHarness) -> None:
     await harness.publish(signup("s-1", "c-1"))
     await harness.publish(signup("s-2", "c-1"))
     await harness.advance(UNTIL_VERIFICATION)
