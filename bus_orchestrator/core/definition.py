@@ -336,6 +336,7 @@ def _check_member(step: Member[Any], names: list[str], grouped: bool) -> None:
 
 
 LOCK_FIELD = re.compile(r"{([^{}]*)}")
+SAGA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
 
 
 @dataclass(frozen=True)
@@ -365,6 +366,12 @@ class SagaDefinition(Generic[D, S]):
     """Each step, by name, with the position of its stage: looked up on every message."""
 
     def __post_init__(self) -> None:
+        if not SAGA_NAME.match(self.name):
+            raise DefinitionError(
+                f"saga name {self.name!r} must be lower-case letters, digits and '_', "
+                "starting with a letter (at most 60): it is part of message types "
+                "(saga.<name>.completed.v1) and queue bindings"
+            )
         stages = [s if isinstance(s, Parallel) else _member(s) for s in self.steps]
         flat: list[Member[D]] = []
         for stage in stages:
