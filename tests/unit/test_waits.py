@@ -1,0 +1,132 @@
+"""``Wait`` steps, through ``decide``: a business event ends the wait (even one that came
+before the wait began); no event in time fails the step and the saga compensates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from bus_orchestrator.core import Outcome, SagaStatus, StepStatus
+from bus_orchestrator.core.definition import Parallel, Wait
+from bus_orchestrator.errors import DefinitionError
+from tests.unit.constructs import (
+    T0,
+    Begun,
+    Data,
+    Done,
+    Driver,
+    Halted,
+    Paid,
+    Refused,
+    Undone,
+    noted,
+    saga,
+    step,
+)
+
+WAIT = timedelta(minutes=10)
+
+
+def _paid(timeout: timedelta = WAIT) -> Wait[Data, Paid]:
+    return Wait(
+        name="paid",
+        event=Paid,
+        correlate=lambda e: e.key,
+        timeout=timeout,
+        on_event=lambda d, e: noted(d, f"paid {e.amount}"),
+    )
+
+
+def _driver() -> Driver:
+    """``a``, wait for ``Paid``, ``b``."""
+    return Driver(saga("waiting", [step("a"), _paid(), step("b")]))
+
+
+def test_the_event_ends_the_wait_and_the_saga_moves_on() -> None:
+    driver = _driver()
+    driver.start()
+    decision = driver.reply("a", Done())
+    assert driver.types(decision) == []  # a wait sends nothing
+    record = driver.record("paid")
+    assert (record.status, record.command_type) == (StepStatus.RUNNING, Paid.message_type)
+    assert driver.saga.deadline == T0 + WAIT
+    decision = driver.event(Paid(key="k-1", amount=5))
+    assert driver.types(decision) == ["tests.constructs.do_b.v1"]
+    assert driver.statuses()["paid"] is StepStatus.SUCCEEDED
+    assert driver.saga.data["seen"] == ["a", "paid 5"]
+    assert driver.saga.deadline == T0 + timedelta(seconds=30)
+
+
+def test_an_event_before_the_wait_began_is_kept_and_ends_the_wait_at_once() -> None:
+    driver = _driver()
+    driver.start()
+    kept = driver.event(Paid(key="k-1", amount=7))
+    assert kept.outcome is Outcome.ADVANCED
+    assert Paid.message_type in driver.saga.early_events
+    assert "paid" not in driver.statuses()
+    # a second early copy does not replace the first
+    assert driver.event(Paid(key="k-1", amount=8)).outcome is Outcome.IGNORED
+    decision = driver.reply("a", Done())
+    assert driver.types(decision) == ["tests.constructs.do_b.v1"]
+    assert driver.statuses()["paid"] is StepStatus.SUCCEEDED
+    assert driver.saga.data["seen"] == ["a", "paid 7"]
+    assert driver.saga.early_events == {}
+
+
+def test_no_event_in_time_fails_the_wait_and_compensates() -> None:
+    driver = _driver()
+    driver.start()
+    driver.reply("a", Done())
+    decision = driver.fire()
+    assert driver.statuses()["paid"] is StepStatus.FAILED
+    assert driver.record("paid").error == "no tests.constructs.paid.v1 within 600s"
+    assert driver.types(decision) == ["tests.constructs.undo_a.v1"]
+    assert driver.saga.failure == "step paid timed out"
+    driver.reply("a", Undone(), compensation=True)
+    assert driver.saga.status is SagaStatus.COMPENSATED
+
+
+@pytest.mark.parametrize("after", ["timed out", "succeeded"])
+def test_an_event_for_a_finished_wait_is_ignored(after: str) -> None:
+    driver = _driver()
+    driver.start()
+    driver.reply("a", Done())
+    if after == "timed out":
+        driver.fire()
+    else:
+        driver.event(Paid(key="k-1"))
+    before = driver.saga
+    late = driver.event(Paid(key="k-1", amount=9))
+    assert late.outcome is Outcome.IGNORED and late.instance is None
+    assert driver.saga == before
+
+
+def test_a_cancellation_ends_a_wait_at_once() -> None:
+    driver = _driver()
+    driver.start()
+    driver.reply("a", Done())
+    decision = driver.event(Halted(key="k-1"))
+    assert driver.statuses()["paid"] is StepStatus.FAILED
+    assert driver.record("paid").error == "stopped: halted"
+    assert driver.types(decision) == ["tests.constructs.undo_a.v1"]
+
+
+def test_a_wait_in_a_group_ends_at_once_when_a_member_fails() -> None:
+    group = Parallel[Data]("pay_and_b", [_paid(), step("b")])
+    driver = Driver(saga("waiting_group", [step("a"), group]))
+    driver.start()
+    driver.reply("a", Done())
+    decision = driver.reply("b", Refused())
+    assert driver.statuses() == {"a": "compensating", "paid": "failed", "b": "failed"}
+    assert driver.types(decision) == ["tests.constructs.undo_a.v1"]
+
+
+def test_an_event_handled_twice_is_refused() -> None:
+    with pytest.raises(DefinitionError, match="handled twice"):
+        saga(
+            "twice",
+            [_paid(), Wait(name="again", event=Paid, correlate=lambda e: e.key, timeout=WAIT)],
+        )
+    with pytest.raises(DefinitionError, match="handled twice"):
+        saga("start", [Wait(name="w", event=Begun, correlate=lambda e: e.key, timeout=WAIT)])
