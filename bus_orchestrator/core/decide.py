@@ -280,6 +280,8 @@ class _Decider:
         model = cancel_event(member.saga)
         cancel = model(correlation_id=member.correlation(data), reason=reason[:MAX_ERROR_CHARS])
         record = instance.steps[index]
+        # Not the step's compensation id: a child that completed before the cancel reached
+        # it is still undone, by a compensating command that needs an id of its own.
         cancel_id = str(uuid.uuid5(ID_NAMESPACE, f"cancel:{instance.saga_id}:{index}"))
         self.send.append(Outgoing(cancel_id, cancel, instance.correlation_id, self.cause))
         self.notes.append(f"asked the {member.saga} saga of step {record.name} to cancel")
