@@ -338,6 +338,22 @@ def _check_member(step: Member[Any], names: list[str], grouped: bool) -> None:
 LOCK_FIELD = re.compile(r"{([^{}]*)}")
 
 
+def _has_field(model: type[BaseModel], path: str) -> bool:
+    """Whether ``path`` (``customer_id``, ``order.customer_id``) names a field of ``model``.
+
+    Nested fields are followed while they are models; past a field of another type (a
+    union, say) the rest of the path is taken on trust."""
+    current: Any = model
+    for name in path.split("."):
+        fields = getattr(current, "model_fields", None) if isinstance(current, type) else None
+        if fields is None:
+            return True
+        if name not in fields:
+            return False
+        current = fields[name].annotation
+    return True
+
+
 @dataclass(frozen=True)
 class SagaDefinition(Generic[D, S]):
     """A saga type: its start event, its data model, its steps and its reactions."""
@@ -411,9 +427,7 @@ class SagaDefinition(Generic[D, S]):
                     f"saga {self.name!r}: lock {template!r} names no field of the data"
                 )
             unknown = [
-                f
-                for f in LOCK_FIELD.findall(template)
-                if f.split(".")[0] not in self.data_model.model_fields
+                f for f in LOCK_FIELD.findall(template) if not _has_field(self.data_model, f)
             ]
             if unknown:
                 raise DefinitionError(
