@@ -159,3 +159,12 @@ async def test_replies_to_a_group_find_the_parent_when_the_child_shares_its_ids(
     parent = await harness.saga(KEY, "parent")
     assert parent.status is SagaStatus.COMPLETED, parent.failure
     assert harness.command_types() == [DoA.message_type, DoC.message_type, DoB.message_type]
+
+
+async def test_a_saga_no_parent_started_ends_without_troubling_the_parent_type() -> None:
+    harness = _harness(SEQUENTIAL, Answers())
+    await harness.publish(KidBegun(key="solo"), correlation_id="some-caller")
+    await harness.advance(timedelta(hours=2))  # past any park's time to live
+    assert (await harness.saga("solo", "kid")).status is SagaStatus.COMPLETED
+    assert harness.dead_letters == []
+    assert await harness.store.find("some-caller") == []
