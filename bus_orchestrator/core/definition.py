@@ -110,8 +110,9 @@ class Step(StepBase[D], Generic[D, R]):
     fails, the saga is cancelled, or this step's outcome is unknown because it timed out.
 
     ``on_reply`` and ``next`` receive one of the ``succeeds_on`` types, so a handler may
-    declare that union (``def on_reply(d: Data, r: StockReserved) -> Data``) and mypy checks
-    it against the tuple.
+    declare it (``def on_reply(d: Data, r: StockReserved) -> Data``) and mypy checks it
+    against the tuple. Of several types mypy infers their common base, not their union: a
+    handler of the union needs it spelled out, ``Step[Data, Charged | Deferred](...)``.
     """
 
     name: str
