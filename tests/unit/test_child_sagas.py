@@ -13,6 +13,7 @@ from bus_orchestrator.app import App
 from bus_orchestrator.core import Event, Reply, SagaDefinition, SagaStatus, StepStatus
 from bus_orchestrator.core.definition import Child, Parallel, Stage
 from bus_orchestrator.core.lifecycle import StartedBy, cancel_event
+from bus_orchestrator.ports import CommitResult, Direction
 from bus_orchestrator.testing import SagaHarness
 from tests.unit.constructs import (
     Begun,
@@ -168,3 +169,23 @@ async def test_a_saga_no_parent_started_ends_without_troubling_the_parent_type()
     assert (await harness.saga("solo", "kid")).status is SagaStatus.COMPLETED
     assert harness.dead_letters == []
     assert await harness.store.find("some-caller") == []
+
+
+async def test_a_child_stopped_for_an_operator_by_its_timer_still_tells_its_parent() -> None:
+    """The timer loop gives up on a saga whose timer keeps failing: that is a final status
+    too, and the parent learns it from the end event."""
+    harness = _harness(SEQUENTIAL, Answers([None]))
+    await harness.publish(Begun(key=KEY))
+    await harness.run_until_idle()
+    child = await harness.saga(KEY, "kid")
+    result = await harness.coordinator.give_up(child, "timer failed 5 times: boom")
+    assert result is CommitResult.COMMITTED
+    await harness.run_until_idle()
+    assert (await harness.saga(KEY, "kid")).status is SagaStatus.FAILED
+    parent = await harness.saga(KEY, "parent")
+    assert parent.status is SagaStatus.COMPENSATED
+    assert parent.failure == "step kid failed: child saga kid failed: timer failed 5 times: boom"
+    history = await harness.history(KEY, "kid")
+    assert [e.message_type for e in history if e.direction is Direction.OUT][-1] == (
+        "saga.kid.failed.v1"
+    )
