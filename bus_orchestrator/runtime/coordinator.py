@@ -575,10 +575,15 @@ class Coordinator:
             log.warning("saga %s: %s", decision.instance.saga_id, reason)
             following = decide(definition, decision.instance, refused, now)
             notes.append(following.note)
+            # What else the decision sends still goes (the other steps of a parallel group);
+            # a refusal that concerns no step in flight leaves the saga as it was.
+            kept = tuple(o for o in decision.send if o.message_id != out.message_id)
             decision = dataclasses.replace(
                 following,
                 outcome=decision.outcome,
                 note="; ".join(notes),
+                instance=following.instance or decision.instance,
+                send=(*kept, *following.send),
                 error=decision.error or following.error,
             )
         return decision, encoded
