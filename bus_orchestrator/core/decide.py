@@ -323,6 +323,8 @@ class _Decider:
         return steps[following] if following < len(steps) else None
 
     def finish(self, instance: SagaInstance, status: SagaStatus, **changes: Any) -> SagaInstance:
+        """The saga at its final status: its data masked at rest, and events it kept for
+        waits it never reached dropped (they are kept as they came, secrets and all)."""
         return self.save(
             instance,
             data=at_rest(self.definition, instance.data),
@@ -332,6 +334,7 @@ class _Decider:
             deadline=None,
             to_compensate=(),
             waiting_for_locks=False,
+            early_events={},
             **changes,
         )
 

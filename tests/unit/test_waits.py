@@ -4,10 +4,12 @@ before the wait began); no event in time fails the step and the saga compensates
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 import pytest
+from pydantic import SecretStr
 
-from bus_orchestrator.core import Outcome, SagaStatus, StepStatus
+from bus_orchestrator.core import Event, Outcome, SagaStatus, Secret, StepStatus
 from bus_orchestrator.core.definition import Parallel, Wait
 from bus_orchestrator.errors import DefinitionError
 from tests.unit.constructs import (
@@ -130,3 +132,23 @@ def test_an_event_handled_twice_is_refused() -> None:
         )
     with pytest.raises(DefinitionError, match="handled twice"):
         saga("start", [Wait(name="w", event=Begun, correlate=lambda e: e.key, timeout=WAIT)])
+
+
+class Signed(Event):
+    message_type: ClassVar[str] = "tests.constructs.signed.v1"
+    key: str
+    token: Secret
+
+
+def test_an_early_event_the_saga_never_used_is_not_kept_once_it_ends() -> None:
+    """Kept as it came, secrets and all, while the saga may still need it; a finished saga
+    keeps its data masked, and nothing of that event."""
+    signed = Wait(name="signed", event=Signed, correlate=lambda e: e.key, timeout=WAIT)
+    driver = Driver(saga("waiting", [step("a"), signed]))
+    driver.start()
+    driver.event(Signed(key="k-1", token=SecretStr("s3cret")))
+    assert driver.saga.early_events[Signed.message_type]["token"] == "s3cret"
+    driver.reply("a", Refused())
+    assert driver.saga.status is SagaStatus.COMPENSATED
+    assert driver.saga.early_events == {}
+    assert "s3cret" not in driver.saga.model_dump_json()
