@@ -9,18 +9,23 @@ from typing import ClassVar
 import pytest
 from pydantic import SecretStr
 
-from bus_orchestrator.core import Event, Outcome, SagaStatus, Secret, StepStatus
+from bus_orchestrator.app import App
+from bus_orchestrator.core import Command, Event, Outcome, SagaStatus, Secret, StepStatus
 from bus_orchestrator.core.definition import Parallel, Wait
 from bus_orchestrator.errors import DefinitionError
+from bus_orchestrator.testing import SagaHarness
 from tests.unit.constructs import (
     T0,
     Begun,
     Data,
+    DoA,
+    DoB,
     Done,
     Driver,
     Halted,
     Paid,
     Refused,
+    UndoA,
     Undone,
     noted,
     saga,
@@ -152,3 +157,50 @@ def test_an_early_event_the_saga_never_used_is_not_kept_once_it_ends() -> None:
     assert driver.saga.status is SagaStatus.COMPENSATED
     assert driver.saga.early_events == {}
     assert "s3cret" not in driver.saga.model_dump_json()
+
+
+# -- through the harness ------------------------------------------------------------------
+
+
+def _waiting_harness() -> SagaHarness:
+    harness = SagaHarness(App("waiting", sagas=[_driver().definition]), adapters=False)
+    harness.reply(DoA, lambda c: Done())
+    harness.reply(DoB, lambda c: Done())
+    harness.reply(UndoA, lambda c: Undone())
+    return harness
+
+
+@pytest.mark.parametrize(
+    ("when", "status", "sent"),
+    [
+        ("before the saga starts", SagaStatus.COMPLETED, [DoA, DoB]),
+        ("before the wait begins", SagaStatus.COMPLETED, [DoA, DoB]),
+        ("while it waits", SagaStatus.COMPLETED, [DoA, DoB]),
+        ("never", SagaStatus.COMPENSATED, [DoA, UndoA]),
+    ],
+)
+async def test_waits_through_the_coordinator(
+    when: str, status: SagaStatus, sent: list[type[Command]]
+) -> None:
+    harness = _waiting_harness()
+    harness.reply(DoA, lambda c: None)  # a is answered by hand
+    paid = Paid(key="k-1", amount=3)
+    if when == "before the saga starts":
+        await harness.publish(paid)  # parked until the saga exists
+    await harness.publish(Begun(key="k-1"))
+    await harness.run_until_idle()
+    if when == "before the wait begins":
+        await harness.publish(paid)
+        await harness.run_until_idle()
+    await harness.answer(harness.commands[0], Done())
+    await harness.run_until_idle()
+    if when == "while it waits":
+        assert (await harness.steps("k-1"))["paid"] is StepStatus.RUNNING
+        await harness.publish(paid)
+    await harness.advance(WAIT + timedelta(minutes=1))
+    saga_ = await harness.saga("k-1")
+    assert saga_.status is status
+    assert harness.command_types() == [m.message_type for m in sent]
+    if status is SagaStatus.COMPLETED:
+        assert saga_.data["seen"] == ["a", "paid 3", "b"]
+    assert harness.dead_letters == []
