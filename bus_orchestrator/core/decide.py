@@ -640,7 +640,9 @@ def _on_event(d: _Decider, instance: SagaInstance, message: Inbound) -> Decision
 
 
 def _cancel(d: _Decider, instance: SagaInstance, reason: str, what: str) -> Decision:
-    if instance.status is not SagaStatus.RUNNING or instance.cancel_reason is not None:
+    if instance.cancel_reason is not None and instance.status is SagaStatus.RUNNING:
+        return _ignored(f"{what}: saga is already stopping ({instance.cancel_reason})")
+    if instance.status is not SagaStatus.RUNNING:
         return _ignored(f"{what}: saga is already {instance.status}")
     d.notes.append(what)
     stopped = d.stop(instance, reason)

@@ -155,6 +155,10 @@ def test_a_cancellation_while_the_group_is_in_flight_awaits_both() -> None:
     decision = driver.event(Halted(key="k-1"))
     assert decision.outcome is Outcome.ADVANCED and driver.types(decision) == []
     assert driver.saga.cancel_reason == "halted"
+    # a second cancellation while the group is awaited changes nothing, and says why
+    again = driver.event(Halted(key="k-1"))
+    assert again.outcome is Outcome.IGNORED
+    assert again.note == "event tests.constructs.halted.v1: saga is already stopping (halted)"
     driver.reply("b", Done())
     assert driver.saga.status is SagaStatus.RUNNING
     driver.reply("c", Refused())
