@@ -58,6 +58,13 @@ class Paid(Event):
     amount: int = 0
 
 
+class Shipped(Event):
+    """A second event to wait for."""
+
+    message_type: ClassVar[str] = "tests.constructs.shipped.v1"
+    key: str
+
+
 class Do(Command):
     key: str
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from bus_orchestrator.core import Outcome, SagaStatus, StepStatus, TimerFired
-from bus_orchestrator.core.definition import Parallel, RetryOn
+from bus_orchestrator.core.definition import Parallel, RetryOn, Wait
 from tests.unit.constructs import (
     T0,
     TIMEOUT,
@@ -18,7 +18,9 @@ from tests.unit.constructs import (
     Done,
     Driver,
     Halted,
+    Paid,
     Refused,
+    Shipped,
     Undone,
     saga,
     step,
@@ -174,3 +176,29 @@ def test_a_reply_for_a_member_already_settled_is_stale() -> None:
     again = driver.reply("b", Refused())
     assert again.outcome is Outcome.IGNORED and "stale" in again.note
     assert driver.statuses()["b"] is StepStatus.SUCCEEDED
+
+
+def test_members_due_at_the_same_time_time_out_together() -> None:
+    driver = _driver()
+    decision = driver.fire()
+    assert driver.statuses() == {"a": "succeeded", "b": "timed_out", "c": "compensating"}
+    assert driver.types(decision) == [U % "c"]
+    driver.reply("c", Undone(), compensation=True)
+    assert driver.types() == [U % "b"]
+
+
+def test_a_group_whose_waits_were_all_met_early_moves_on_at_once() -> None:
+    paid = Wait(name="paid", event=Paid, correlate=lambda e: e.key, timeout=TIMEOUT)
+    shipped = Wait(name="shipped", event=Shipped, correlate=lambda e: e.key, timeout=TIMEOUT)
+    driver = Driver(saga("early", [step("a"), Parallel[Data]("g", [paid, shipped]), step("b")]))
+    driver.start()
+    driver.event(Paid(key="k-1"))
+    driver.event(Shipped(key="k-1"))
+    decision = driver.reply("a", Done())
+    assert driver.types(decision) == [S % "b"]
+    assert driver.statuses() == {
+        "a": "succeeded",
+        "paid": "succeeded",
+        "shipped": "succeeded",
+        "b": "running",
+    }
