@@ -189,3 +189,19 @@ async def test_a_child_stopped_for_an_operator_by_its_timer_still_tells_its_pare
     assert [e.message_type for e in history if e.direction is Direction.OUT][-1] == (
         "saga.kid.failed.v1"
     )
+
+
+async def test_a_failing_member_of_its_group_cancels_the_child_over_the_bus() -> None:
+    stages: list[Stage[Data]] = [Parallel[Data]("g", [_kid(), step("a")]), step("b")]
+    harness = _harness(stages, Answers([None]))  # the child's c hangs
+    harness.reply(DoA, lambda c: Refused(reason="a says no"))
+    await harness.publish(Begun(key=KEY))
+    await harness.run_until_idle()
+    child = await harness.saga(KEY, "kid")
+    assert child.cancel_reason == "step a failed: tests.constructs.refused.v1: a says no"
+    await harness.advance(timedelta(minutes=1))  # the child's c times out: undone
+    assert (await harness.saga(KEY, "kid")).status is SagaStatus.COMPENSATED
+    parent = await harness.saga(KEY, "parent")
+    assert parent.status is SagaStatus.COMPENSATED
+    assert [s.status for s in parent.steps] == [StepStatus.FAILED, StepStatus.FAILED]
+    assert harness.command_types() == [DoA.message_type, DoC.message_type, UndoC.message_type]
