@@ -729,7 +729,14 @@ def _step_timed_out(d: _Decider, instance: SagaInstance, index: int) -> SagaInst
         )
     d.notes.append(f"timeout: {waited}")
     if isinstance(step, Child) and record.cancel_requested_at is None:
+        # The child may still run: it is asked to cancel, and its end settles the step, as
+        # when the saga is compensated while a child runs. A child that compensated needs
+        # no undoing, one that completed does: undoing it on the timeout alone could undo
+        # it twice. Only when it does not end within another timeout has it timed out.
+        reason = instance.cancel_reason or f"step {step.name} timed out"
         instance = d.cancel_child(instance, index, step, f"step {step.name} timed out")
+        instance = d.with_step(instance, index, deadline=d.now + step.timeout, error=waited)
+        return d.stop(instance, reason)
     status = StepStatus.FAILED if isinstance(step, Wait) else StepStatus.TIMED_OUT
     return d.failed(instance, index, waited, f"step {step.name} timed out", status)
 

@@ -180,7 +180,10 @@ class Child(StepBase[D]):
     two fail the step. ``correlation`` gives the child's correlation id (what its definition
     takes from the start event), so that compensating this saga while the child runs can
     cancel it (``saga.<saga>.cancel_requested.v1``); the child's end then settles the step.
-    A child that completed is undone by ``compensation``, when there is one.
+    A child that does not end within ``timeout`` is asked to cancel the same way, and the
+    saga compensates once it ends; should it not end within another ``timeout`` either, it
+    is taken as possibly done. A child that completed (or may have) is undone by
+    ``compensation``, when there is one.
     """
 
     name: str

@@ -154,20 +154,38 @@ def test_a_member_failing_cancels_the_child_in_the_group() -> None:
     assert _compensate_all(driver) == [UNDO_A]
 
 
-@pytest.mark.parametrize("undo", [True, False])
-def test_a_child_that_times_out_is_asked_to_cancel(undo: bool) -> None:
-    driver = _driver(undo=undo)
+@pytest.mark.parametrize(
+    ("then", "undone"),
+    [
+        ("compensated", [UNDO_A]),  # it cancelled and undid itself: not undone twice
+        ("completed", [UNDO_C, UNDO_A]),  # it had finished: the Child's compensation
+        ("silence", [UNDO_C, UNDO_A]),  # no end within another timeout: maybe done
+    ],
+)
+def test_a_child_that_times_out_is_asked_to_cancel_and_its_end_awaited(
+    then: str, undone: list[str]
+) -> None:
+    driver = _driver()
     decision = driver.fire()
-    # timed out, the child may have done its work: undone as a step's would be
-    assert driver.types(decision) == [CANCEL, UNDO_C if undo else UNDO_A]
+    assert driver.types(decision) == [CANCEL]
     cancel = decision.send[0].payload
     assert isinstance(cancel, CancelRequested) and cancel.reason == "step kid timed out"
     record = driver.record("kid")
+    assert (record.status, record.cancel_requested_at) == (StepStatus.RUNNING, driver.now)
     assert record.error == "the kid saga did not end within 300s"
-    assert driver.saga.failure == "step kid timed out"
+    assert driver.saga.cancel_reason == "step kid timed out"
+    assert driver.saga.deadline == driver.now + CHILD_TIMEOUT
+    if then == "silence":
+        assert driver.types(driver.fire()) == [UNDO_C]  # no second cancel
+        assert driver.saga.steps[1].error == "the kid saga did not end within 300s"
+    else:
+        driver.child_ended("kid", "kid", then, reason="step kid timed out")
+    assert _compensate_all(driver) == undone
+    assert (driver.saga.status, driver.saga.failure) == (
+        SagaStatus.COMPENSATED,
+        "step kid timed out",
+    )
     ids = [o.message_id for o in driver.sent]
     assert len(ids) == len(set(ids))
-    # its late end changes nothing
-    late = driver.child_ended("kid", "kid", "compensated")
-    assert late.outcome is Outcome.IGNORED
-    assert driver.statuses()["kid"] is (StepStatus.COMPENSATING if undo else StepStatus.TIMED_OUT)
+    # a late end changes nothing
+    assert driver.child_ended("kid", "kid", "completed").outcome is Outcome.IGNORED
