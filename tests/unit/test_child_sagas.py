@@ -59,14 +59,15 @@ def _parent(stages: Sequence[Stage[Data]]) -> SagaDefinition[Data, Begun]:
     )
 
 
-CHILD = SagaDefinition(
-    name="kid",
-    data_model=Data,
-    started_by=KidBegun,
-    correlate=lambda e: e.key,
-    initial_data=lambda e: Data(key=e.key),
-    steps=[step("c")],
-)
+def _child(c_timeout: timedelta = timedelta(seconds=30)) -> SagaDefinition[Data, KidBegun]:
+    return SagaDefinition(
+        name="kid",
+        data_model=Data,
+        started_by=KidBegun,
+        correlate=lambda e: e.key,
+        initial_data=lambda e: Data(key=e.key),
+        steps=[step("c", timeout=c_timeout)],
+    )
 
 
 @dataclass
@@ -80,10 +81,14 @@ class Answers:
 
 
 def _harness(
-    stages: Sequence[Stage[Data]], child: Answers, *, child_first: bool = False
+    stages: Sequence[Stage[Data]],
+    child: Answers,
+    *,
+    child_first: bool = False,
+    c_timeout: timedelta = timedelta(seconds=30),
 ) -> SagaHarness:
-    parent = _parent(stages)
-    sagas = [CHILD, parent] if child_first else [parent, CHILD]
+    parent, kid = _parent(stages), _child(c_timeout)
+    sagas = [kid, parent] if child_first else [parent, kid]
     harness = SagaHarness(App("family", sagas=sagas), adapters=False)
     harness.reply(DoA, lambda c: Done())
     harness.reply(DoB, lambda c: Done())
@@ -205,3 +210,25 @@ async def test_a_failing_member_of_its_group_cancels_the_child_over_the_bus() ->
     assert parent.status is SagaStatus.COMPENSATED
     assert [s.status for s in parent.steps] == [StepStatus.FAILED, StepStatus.FAILED]
     assert harness.command_types() == [DoA.message_type, DoC.message_type, UndoC.message_type]
+
+
+async def test_a_child_that_outlives_its_step_is_cancelled_and_its_end_awaited() -> None:
+    """The Child's timeout (5 minutes) passes while the child's c (8 minutes) is out."""
+    harness = _harness(SEQUENTIAL, Answers([None]), c_timeout=timedelta(minutes=8))
+    await harness.publish(Begun(key=KEY))
+    await harness.advance(timedelta(minutes=6))
+    child = await harness.saga(KEY, "kid")
+    assert (child.status, child.cancel_reason) == (SagaStatus.RUNNING, "step kid timed out")
+    parent = await harness.saga(KEY, "parent")
+    assert parent.status is SagaStatus.RUNNING  # it awaits the child's end
+    assert UndoA.message_type not in harness.command_types()
+    await harness.advance(timedelta(minutes=3))  # c times out: the child undoes it and ends
+    parent = await harness.saga(KEY, "parent")
+    assert (parent.status, parent.failure) == (SagaStatus.COMPENSATED, "step kid timed out")
+    assert parent.steps[1].status is StepStatus.FAILED
+    assert harness.command_types() == [
+        DoA.message_type,
+        DoC.message_type,
+        UndoC.message_type,
+        UndoA.message_type,
+    ]
