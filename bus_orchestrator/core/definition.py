@@ -215,10 +215,15 @@ Member = Step[D, Any] | Wait[D, Any] | Child[D]
 """What a saga or a parallel group is made of, as the engine reads it."""
 
 
-def _member(step: object) -> Member[Any]:
+def _member(step: object, group: str | None = None) -> Member[Any]:
     if isinstance(step, Step | Wait | Child):
         return step
-    raise DefinitionError(f"{step!r} is no Step, Wait or Child")
+    if isinstance(step, Parallel):
+        raise DefinitionError(f"parallel group {group!r} holds a group ({step.name!r})")
+    # Named by its type and name: the repr of a step spells out every function in it.
+    name = getattr(step, "name", None)
+    what = f"{type(step).__name__} {name!r}" if isinstance(name, str) else repr(step)[:100]
+    raise DefinitionError(f"{what} is no Step, Wait or Child")
 
 
 @dataclass(frozen=True)
@@ -234,7 +239,7 @@ class Parallel(Generic[D]):
     steps: Sequence[StepBase[D]]
 
     def members(self) -> list[Member[D]]:
-        return [_member(step) for step in self.steps]
+        return [_member(step, self.name) for step in self.steps]
 
 
 Stage = Member[D] | Parallel[D]

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from bus_orchestrator.core import END, Event, SagaDefinition, SagaStatus, Step
-from bus_orchestrator.core.definition import Child, Parallel, Wait
+from bus_orchestrator.core.definition import Child, Parallel, Reaction, Wait
 from bus_orchestrator.errors import DefinitionError
 from tests.unit.constructs import (
     Begun,
@@ -93,7 +93,11 @@ REFUSED: dict[str, tuple[Callable[[], object], str]] = {
             "s",
             [Parallel("g", [step("a"), Parallel("h", [step("b"), step("c")])])],  # type: ignore[list-item]
         ),
-        "parallel group 'g' holds a group",
+        "parallel group 'g' holds a group ('h')",
+    ),
+    "a reaction among the steps": (
+        lambda: saga("s", [step("a"), Reaction(Paid, lambda e: e.key, lambda d, e: None)]),  # type: ignore[list-item]
+        "Reaction(event=<class",
     ),
     "a branch in a group": (
         lambda: saga(
