@@ -122,9 +122,11 @@ class _Decider:
         self._known = (instance.data, data)
         return data
 
-    def dumped(self, data: BaseModel) -> dict[str, Any]:
-        """``data`` in JSON form; the data a decision already holds is not dumped again."""
-        if self._known is not None and self._known[1] is data:
+    def dumped(self, data: BaseModel, *, handed_out: bool = False) -> dict[str, Any]:
+        """``data`` in JSON form; the data a decision already holds is not dumped again,
+        unless it was ``handed_out``: what a handler returns may be the very model it was
+        given, changed in place (models are mutable), and is always dumped."""
+        if not handed_out and self._known is not None and self._known[1] is data:
             return self._known[0]
         dumped = data.model_dump(mode="json")
         self._known = (dumped, data)
@@ -142,13 +144,14 @@ class _Decider:
         )
 
     def with_step(self, instance: SagaInstance, index: int, **changes: Any) -> SagaInstance:
-        """``instance`` with one step record changed (and ``data``, when given)."""
+        """``instance`` with one step record changed (and ``data``, a handler's result,
+        when given)."""
         steps = list(instance.steps)
         data = changes.pop("data", None)
         steps[index] = steps[index].model_copy(update=changes)
         update: dict[str, Any] = {"steps": tuple(steps)}
         if data is not None:
-            update["data"] = self.dumped(data)
+            update["data"] = self.dumped(data, handed_out=True)
         return instance.model_copy(update=update)
 
     def save_awaiting(self, instance: SagaInstance) -> SagaInstance:
