@@ -41,7 +41,6 @@ from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded
 from bus_orchestrator.core.messages import (
     REDACT_SECRETS,
-    Command,
     ContractRegistry,
     Event,
     Reply,
