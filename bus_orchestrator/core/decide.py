@@ -122,9 +122,11 @@ class _Decider:
         self._known = (instance.data, data)
         return data
 
-    def dumped(self, data: BaseModel) -> dict[str, Any]:
-        """``data`` in JSON form; the data a decision already holds is not dumped again."""
-        if self._known is not None and self._known[1] is data:
+    def dumped(self, data: BaseModel, *, handed_out: bool = False) -> dict[str, Any]:
+        """``data`` in JSON form; the data a decision already holds is not dumped again,
+        unless it was ``handed_out``: what a handler returns may be the very model it was
+        given, changed in place (models are mutable), and is always dumped."""
+        if not handed_out and self._known is not None and self._known[1] is data:
             return self._known[0]
         dumped = data.model_dump(mode="json")
         self._known = (dumped, data)
@@ -142,13 +144,14 @@ class _Decider:
         )
 
     def with_step(self, instance: SagaInstance, index: int, **changes: Any) -> SagaInstance:
-        """``instance`` with one step record changed (and ``data``, when given)."""
+        """``instance`` with one step record changed (and ``data``, a handler's result,
+        when given)."""
         steps = list(instance.steps)
         data = changes.pop("data", None)
         steps[index] = steps[index].model_copy(update=changes)
         update: dict[str, Any] = {"steps": tuple(steps)}
         if data is not None:
-            update["data"] = self.dumped(data)
+            update["data"] = self.dumped(data, handed_out=True)
         return instance.model_copy(update=update)
 
     def save_awaiting(self, instance: SagaInstance) -> SagaInstance:
@@ -280,6 +283,8 @@ class _Decider:
         model = cancel_event(member.saga)
         cancel = model(correlation_id=member.correlation(data), reason=reason[:MAX_ERROR_CHARS])
         record = instance.steps[index]
+        # Not the step's compensation id: a child that completed before the cancel reached
+        # it is still undone, by a compensating command that needs an id of its own.
         cancel_id = str(uuid.uuid5(ID_NAMESPACE, f"cancel:{instance.saga_id}:{index}"))
         self.send.append(Outgoing(cancel_id, cancel, instance.correlation_id, self.cause))
         self.notes.append(f"asked the {member.saga} saga of step {record.name} to cancel")
@@ -321,6 +326,8 @@ class _Decider:
         return steps[following] if following < len(steps) else None
 
     def finish(self, instance: SagaInstance, status: SagaStatus, **changes: Any) -> SagaInstance:
+        """The saga at its final status: its data masked at rest, and events it kept for
+        waits it never reached dropped (they are kept as they came, secrets and all)."""
         return self.save(
             instance,
             data=at_rest(self.definition, instance.data),
@@ -330,6 +337,7 @@ class _Decider:
             deadline=None,
             to_compensate=(),
             waiting_for_locks=False,
+            early_events={},
             **changes,
         )
 
@@ -635,7 +643,9 @@ def _on_event(d: _Decider, instance: SagaInstance, message: Inbound) -> Decision
 
 
 def _cancel(d: _Decider, instance: SagaInstance, reason: str, what: str) -> Decision:
-    if instance.status is not SagaStatus.RUNNING or instance.cancel_reason is not None:
+    if instance.cancel_reason is not None and instance.status is SagaStatus.RUNNING:
+        return _ignored(f"{what}: saga is already stopping ({instance.cancel_reason})")
+    if instance.status is not SagaStatus.RUNNING:
         return _ignored(f"{what}: saga is already {instance.status}")
     d.notes.append(what)
     stopped = d.stop(instance, reason)
@@ -722,7 +732,14 @@ def _step_timed_out(d: _Decider, instance: SagaInstance, index: int) -> SagaInst
         )
     d.notes.append(f"timeout: {waited}")
     if isinstance(step, Child) and record.cancel_requested_at is None:
+        # The child may still run: it is asked to cancel, and its end settles the step, as
+        # when the saga is compensated while a child runs. A child that compensated needs
+        # no undoing, one that completed does: undoing it on the timeout alone could undo
+        # it twice. Only when it does not end within another timeout has it timed out.
+        reason = instance.cancel_reason or f"step {step.name} timed out"
         instance = d.cancel_child(instance, index, step, f"step {step.name} timed out")
+        instance = d.with_step(instance, index, deadline=d.now + step.timeout, error=waited)
+        return d.stop(instance, reason)
     status = StepStatus.FAILED if isinstance(step, Wait) else StepStatus.TIMED_OUT
     return d.failed(instance, index, waited, f"step {step.name} timed out", status)
 

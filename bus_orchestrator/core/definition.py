@@ -110,8 +110,9 @@ class Step(StepBase[D], Generic[D, R]):
     fails, the saga is cancelled, or this step's outcome is unknown because it timed out.
 
     ``on_reply`` and ``next`` receive one of the ``succeeds_on`` types, so a handler may
-    declare that union (``def on_reply(d: Data, r: StockReserved) -> Data``) and mypy checks
-    it against the tuple.
+    declare it (``def on_reply(d: Data, r: StockReserved) -> Data``) and mypy checks it
+    against the tuple. Of several types mypy infers their common base, not their union: a
+    handler of the union needs it spelled out, ``Step[Data, Charged | Deferred](...)``.
     """
 
     name: str
@@ -179,7 +180,10 @@ class Child(StepBase[D]):
     two fail the step. ``correlation`` gives the child's correlation id (what its definition
     takes from the start event), so that compensating this saga while the child runs can
     cancel it (``saga.<saga>.cancel_requested.v1``); the child's end then settles the step.
-    A child that completed is undone by ``compensation``, when there is one.
+    A child that does not end within ``timeout`` is asked to cancel the same way, and the
+    saga compensates once it ends; should it not end within another ``timeout`` either, it
+    is taken as possibly done. A child that completed (or may have) is undone by
+    ``compensation``, when there is one.
     """
 
     name: str
@@ -211,10 +215,15 @@ Member = Step[D, Any] | Wait[D, Any] | Child[D]
 """What a saga or a parallel group is made of, as the engine reads it."""
 
 
-def _member(step: object) -> Member[Any]:
+def _member(step: object, group: str | None = None) -> Member[Any]:
     if isinstance(step, Step | Wait | Child):
         return step
-    raise DefinitionError(f"{step!r} is no Step, Wait or Child")
+    if isinstance(step, Parallel):
+        raise DefinitionError(f"parallel group {group!r} holds a group ({step.name!r})")
+    # Named by its type and name: the repr of a step spells out every function in it.
+    name = getattr(step, "name", None)
+    what = f"{type(step).__name__} {name!r}" if isinstance(name, str) else repr(step)[:100]
+    raise DefinitionError(f"{what} is no Step, Wait or Child")
 
 
 @dataclass(frozen=True)
@@ -230,7 +239,7 @@ class Parallel(Generic[D]):
     steps: Sequence[StepBase[D]]
 
     def members(self) -> list[Member[D]]:
-        return [_member(step) for step in self.steps]
+        return [_member(step, self.name) for step in self.steps]
 
 
 Stage = Member[D] | Parallel[D]
@@ -336,6 +345,23 @@ def _check_member(step: Member[Any], names: list[str], grouped: bool) -> None:
 
 
 LOCK_FIELD = re.compile(r"{([^{}]*)}")
+SAGA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
+
+
+def _has_field(model: type[BaseModel], path: str) -> bool:
+    """Whether ``path`` (``customer_id``, ``order.customer_id``) names a field of ``model``.
+
+    Nested fields are followed while they are models; past a field of another type (a
+    union, say) the rest of the path is taken on trust."""
+    current: Any = model
+    for name in path.split("."):
+        fields = getattr(current, "model_fields", None) if isinstance(current, type) else None
+        if fields is None:
+            return True
+        if name not in fields:
+            return False
+        current = fields[name].annotation
+    return True
 
 
 @dataclass(frozen=True)
@@ -365,6 +391,12 @@ class SagaDefinition(Generic[D, S]):
     """Each step, by name, with the position of its stage: looked up on every message."""
 
     def __post_init__(self) -> None:
+        if not SAGA_NAME.match(self.name):
+            raise DefinitionError(
+                f"saga name {self.name!r} must be lower-case letters, digits and '_', "
+                "starting with a letter (at most 60): it is part of message types "
+                "(saga.<name>.completed.v1) and queue bindings"
+            )
         stages = [s if isinstance(s, Parallel) else _member(s) for s in self.steps]
         flat: list[Member[D]] = []
         for stage in stages:
@@ -411,9 +443,7 @@ class SagaDefinition(Generic[D, S]):
                     f"saga {self.name!r}: lock {template!r} names no field of the data"
                 )
             unknown = [
-                f
-                for f in LOCK_FIELD.findall(template)
-                if f.split(".")[0] not in self.data_model.model_fields
+                f for f in LOCK_FIELD.findall(template) if not _has_field(self.data_model, f)
             ]
             if unknown:
                 raise DefinitionError(

@@ -45,6 +45,7 @@ def fail(
             "deadline": None,
             "to_compensate": (),
             "waiting_for_locks": False,
+            "early_events": {},  # kept for a wait it will never reach; they may hold secrets
             "version": instance.version + 1,
             "updated_at": now,
         }

@@ -41,7 +41,6 @@ from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded
 from bus_orchestrator.core.messages import (
     REDACT_SECRETS,
-    Command,
     ContractRegistry,
     Event,
     Reply,
@@ -455,16 +454,26 @@ class Coordinator:
                 key = BySagaId(instance.saga_id)
                 await self._apply(definition, self._reply_consumer, inbound, key, delivery, timed)
                 return
-        # Nobody awaits this reply: find its saga, if any, so the record lands in its history.
+        # No saga names it as pending: a parallel step's reply (a group awaits several), or
+        # one nobody awaits, recorded in its saga's history. Sagas of several types may share
+        # the correlation id (a parent and its child): the one whose step sent it comes first.
         if inbound.correlation_id is not None:
+            found: tuple[SagaDefinition[Any, Any], ByCorrelation, Timed] | None = None
             for definition in self._replies.get(inbound.message_type, []):
                 by_correlation = ByCorrelation(definition.name, inbound.correlation_id)
                 timed = await self._load(self._reply_consumer, inbound, by_correlation)
-                if timed.loaded.instance is not None:
-                    await self._apply(
-                        definition, self._reply_consumer, inbound, by_correlation, delivery, timed
-                    )
-                    return
+                instance = timed.loaded.instance
+                if instance is not None and _awaits(instance, inbound.causation_id):
+                    found = (definition, by_correlation, timed)
+                    break
+                if instance is not None and found is None:
+                    found = (definition, by_correlation, timed)
+            if found is not None:
+                definition, by_correlation, timed = found
+                await self._apply(
+                    definition, self._reply_consumer, inbound, by_correlation, delivery, timed
+                )
+                return
         await self._record(self._reply_consumer, inbound, delivery, "no saga awaits this reply")
 
     async def _load(self, consumer: str, message: EngineMessage, key: SagaKey) -> Timed:
@@ -565,10 +574,15 @@ class Coordinator:
             log.warning("saga %s: %s", decision.instance.saga_id, reason)
             following = decide(definition, decision.instance, refused, now)
             notes.append(following.note)
+            # What else the decision sends still goes (the other steps of a parallel group);
+            # a refusal that concerns no step in flight leaves the saga as it was.
+            kept = tuple(o for o in decision.send if o.message_id != out.message_id)
             decision = dataclasses.replace(
                 following,
                 outcome=decision.outcome,
                 note="; ".join(notes),
+                instance=following.instance or decision.instance,
+                send=(*kept, *following.send),
                 error=decision.error or following.error,
             )
         return decision, encoded
@@ -714,6 +728,13 @@ def _add_newest(
     """Append ``definition`` unless a version of its saga is there (given newest first)."""
     if all(d.name != definition.name for d in definitions):
         definitions.append(definition)
+
+
+def _awaits(instance: SagaInstance, command_id: str | None) -> bool:
+    """Whether one of the saga's steps in flight awaits an answer to ``command_id``."""
+    return any(
+        r.command_id == command_id and r.status is StepStatus.RUNNING for r in instance.steps
+    )
 
 
 def _timer_of(instance: SagaInstance) -> TimerFired:

@@ -430,7 +430,7 @@ async def test_sagas_show_prints_the_attempt_and_the_retry_time(
     lines = console.export_text().splitlines()
 
     def cells(marker: str) -> list[str]:
-        line = next(line for line in lines if marker in line)
+        line = next(line for line in lines if marker in line and ("│" in line or "┃" in line))
         return [cell.strip() for cell in re.split("[┃│]", line)[1:-1]]
 
     header, credit = cells("retry at"), cells("credit_check")
