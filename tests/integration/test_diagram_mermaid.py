@@ -21,6 +21,7 @@ import pytest
 
 from bus_orchestrator.core import SagaDefinition
 from bus_orchestrator.diagram import diagram
+from example import create_onboarding_app
 from sagas import order_to_cash
 from tests.unit import test_diagram_language as language
 from tests.unit.flowchart import Flowchart, parse
@@ -35,6 +36,8 @@ STROKES = {"normal": "-->", "dotted": "-.->"}
 
 DEFINITIONS: dict[str, SagaDefinition[Any, Any]] = {
     "order_to_cash": order_to_cash.build(),
+    "onboarding": create_onboarding_app().sagas[0],
+    "identity_verification": create_onboarding_app().sagas[1],
     "branching": BRANCHING,
     "retrying": language.RETRYING,
     "only_transient": language.ONLY_TRANSIENT,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from bus_orchestrator.cli import app
-from bus_orchestrator.core import END, Step
+from bus_orchestrator.core import END, SagaDefinition, Step
 from bus_orchestrator.diagram import diagram
 from bus_orchestrator.errors import DefinitionError
+from example import create_onboarding_app
 from sagas import order_to_cash
 from tests.unit.flowchart import parse
 from tests.unit.test_branches import SAGA as BRANCHING
@@ -117,13 +120,20 @@ def test_an_unknown_saga_or_version_is_a_one_line_error(args: list[str], message
     assert result.output.strip() == message
 
 
-def test_the_readme_shows_the_examples_current_diagram() -> None:
+@pytest.mark.parametrize(
+    ("name", "definition", "reference"),
+    [
+        ("order_to_cash", lambda: order_to_cash.build(), "example:create_app"),
+        ("onboarding", lambda: create_onboarding_app().sagas[0], "example:create_onboarding_app"),
+    ],
+)
+def test_the_readme_shows_the_examples_current_diagrams(
+    name: str, definition: Callable[[], SagaDefinition[Any, Any]], reference: str
+) -> None:
     readme = README.read_text()
-    found = re.search(
-        r"<!-- sagas diagram order_to_cash:.*?-->\n```mermaid\n(.*?)```", readme, re.S
-    )
-    assert found, "README.md lost its order_to_cash diagram"
-    assert found[1] == diagram(order_to_cash.build()), (
-        "README.md's diagram is stale: paste the output of "
-        "`bus-orchestrator sagas diagram order_to_cash --app example:create_app`"
+    found = re.search(rf"<!-- sagas diagram {name}:.*?-->\n```mermaid\n(.*?)```", readme, re.S)
+    assert found, f"README.md lost its {name} diagram"
+    assert found[1] == diagram(definition()), (
+        f"README.md's {name} diagram is stale: paste the output of "
+        f"`bus-orchestrator sagas diagram {name} --app {reference}`"
     )
