@@ -5,10 +5,9 @@ whether the message was seen before; one statement writes the new state, the inb
 the audit history and the outbox. The AMQP message is acknowledged after that commit; the
 relay then publishes the committed outbox rows. Nothing about a saga stays in memory.
 
-A saga with entity locks is queued for its keys by the commit that starts it and releases
-them with the commit that ends it. After such a commit the coordinator asks the store to
-grant the keys it touched, and tells each saga granted (``LocksGranted``) through the same
-decide and commit; ``sweep_locks`` repairs what a crash in between left undone.
+After a commit that queued a saga for its entity locks or released them, the keys are
+granted at once (``runtime.locks``), and each saga granted is told through the same decide
+and commit.
 """
 
 from __future__ import annotations
@@ -73,6 +72,7 @@ from bus_orchestrator.ports import (
     SagaStore,
 )
 from bus_orchestrator.runtime.history import EngineMessage, entry_in, source_of
+from bus_orchestrator.runtime.locks import LockGrants
 from bus_orchestrator.runtime.ordering import KeyedLocks
 from bus_orchestrator.runtime.parking import ParkedEvents, Relay
 from bus_orchestrator.runtime.spans import Delivery, SagaSpans, Timed
@@ -148,7 +148,7 @@ class Coordinator:
         self._spans = SagaSpans(self._telemetry.tracer)  # no-ops when tracing is off
         self._metrics = self._telemetry.metrics
         self._stopping = False
-        self._lock_keys: set[str] = set()
+        self._locks = LockGrants(store, self._tell)
         """Lock keys a commit queued a saga for or released, not yet granted."""
         self._park = ParkedEvents(
             store,
@@ -306,37 +306,18 @@ class Coordinator:
             if committed.result is CommitResult.COMMITTED:
                 self._relay.submit(committed.outbox)
                 self._observe(decision, instance)
-                self._touched_locks(instance, decision.instance)
+                self._locks.note(instance, decision.instance)
         if committed.result is CommitResult.COMMITTED:
             await self.grant_locks()
         return committed.result
 
     async def grant_locks(self) -> int:
-        """Grant the lock keys commits queued sagas for or released, and tell each saga
-        granted; how many were told. Never raises: what fails here, the lock sweep
-        repairs (the commits are done, and the message that caused them is settled)."""
-        told = 0
-        try:
-            while self._lock_keys:
-                keys, self._lock_keys = sorted(self._lock_keys), set()
-                for grant in await self._store.grant_locks(keys):
-                    told += await self._tell(grant)
-        except Exception as exc:
-            log.warning(
-                "granting lock keys failed, the lock sweep will: %s",
-                exc,
-                exc_info=not isinstance(exc, BusOrchestratorError),
-            )
-        return told
+        """Grant the lock keys this process's commits touched (``LockGrants.grant``)."""
+        return await self._locks.grant()
 
     async def sweep_locks(self, limit: int = 200) -> int:
-        """Repair what a crash between a commit and its grant left: grant the keys waiting
-        sagas could take now, and tell sagas granted but not told; how many were told."""
-        self._lock_keys.update(await self._store.grantable_keys(limit))
-        told = await self.grant_locks()
-        for grant in await self._store.untold_grants(limit):
-            told += await self._tell(grant)
-        return told
+        """Grant what a crash left waiting, and tell who was granted (``LockGrants.sweep``)."""
+        return await self._locks.sweep(limit)
 
     async def _tell(self, grant: LockGrant) -> int:
         """Deliver ``LocksGranted`` to a saga (1), unless it is no saga of this app's (0:
@@ -353,15 +334,6 @@ class Coordinator:
             log.warning("saga %s not told of its locks here: %s", grant.saga_id, exc)
             return 0
         return 1
-
-    def _touched_locks(self, before: SagaInstance | None, after: SagaInstance | None) -> None:
-        """Note the keys a committed change queued the saga for, or released."""
-        if after is None or not after.locks:
-            return
-        queued = before is None and after.waiting_for_locks
-        released = after.status.terminal and (before is None or not before.status.terminal)
-        if queued or released:
-            self._lock_keys.update(after.locks)
 
     async def _retrying(self, func: Any, *args: Any) -> None:
         # The store being down is not the message's fault: keep it in hand and retry,
@@ -533,7 +505,7 @@ class Coordinator:
                     if committed.result is CommitResult.COMMITTED:
                         self._relay.submit(committed.outbox)
                         self._observe(decision, before)
-                        self._touched_locks(before, decision.instance)
+                        self._locks.note(before, decision.instance)
                         if span.is_recording():
                             span.set_attribute("saga.outcome", str(decision.outcome))
                         return
