@@ -132,7 +132,12 @@ async def open_test_bus(
     try:
         yield test_bus
     finally:
-        cleanup = await connection.channel()
+        try:
+            cleanup = await connection.channel()
+        except RuntimeError:  # a test restarted the broker and this connection is not back
+            await connection.close()
+            connection = await aio_pika.connect(str(connection.url))
+            cleanup = await connection.channel()
         await topology.delete(cleanup, test_bus.queues)
         await connection.close()
 
