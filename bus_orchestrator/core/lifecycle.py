@@ -12,11 +12,13 @@ The models are made per saga type, once, so each type string has one model.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus_orchestrator.core.messages import Event
+
+M = TypeVar("M", bound=Event)
 
 ENDS = ("completed", "compensated", "failed")
 """The final statuses, each with an end event."""
@@ -58,6 +60,12 @@ def _camel(saga_type: str) -> str:
     return "".join(part.capitalize() for part in saga_type.replace("-", "_").split("_"))
 
 
+def _model(base: type[M], name: str, message_type: str, doc: str) -> type[M]:
+    """A subclass of ``base`` for one saga type's ``message_type``."""
+    namespace = {"__module__": __name__, "message_type": message_type, "__doc__": doc}
+    return type(name, (base,), namespace)
+
+
 @functools.cache
 def end_event(saga_type: str, status: str) -> type[SagaEnded]:
     """The model of ``saga.<saga_type>.<status>.v1``."""
@@ -72,8 +80,7 @@ def end_event(saga_type: str, status: str) -> type[SagaEnded]:
         "when the saga did not complete. The queue `bus.lifecycle` keeps the newest of "
         "these for a while; bind a queue of your own to react to them."
     )
-    namespace = {"message_type": f"saga.{saga_type}.{status}.v1", "__doc__": doc}
-    return type(name, (SagaEnded,), {"__module__": __name__, **namespace})
+    return _model(SagaEnded, name, f"saga.{saga_type}.{status}.v1", doc)
 
 
 def end_events(saga_type: str) -> tuple[type[SagaEnded], ...]:
@@ -93,5 +100,4 @@ def cancel_event(saga_type: str) -> type[CancelRequested]:
         "starts, and dead-lettered with the reason `expired` if it does not start within "
         "`BUS_PARK_TTL_SECONDS`."
     )
-    namespace = {"message_type": f"saga.{saga_type}.cancel_requested.v1", "__doc__": doc}
-    return type(name, (CancelRequested,), {"__module__": __name__, **namespace})
+    return _model(CancelRequested, name, f"saga.{saga_type}.cancel_requested.v1", doc)
