@@ -149,7 +149,6 @@ class Coordinator:
         self._metrics = self._telemetry.metrics
         self._stopping = False
         self._locks = LockGrants(store, self._tell)
-        """Lock keys a commit queued a saga for or released, not yet granted."""
         self._park = ParkedEvents(
             store,
             relay,
