@@ -252,6 +252,49 @@ def adapters(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
 
 
 @app.command()
+def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
+    """Serve the app's read-only HTTP API (uvicorn) on BUS_API_HOST:BUS_API_PORT.
+
+    Every route but /healthz and /readyz takes a bearer token of BUS_API_TOKENS or
+    BUS_API_TOKENS_FILE; with none, it refuses to start unless BUS_API_INSECURE=1."""
+    import socket
+
+    import uvicorn
+
+    from bus_orchestrator.api import ApiConfigError, create_api
+
+    settings = _settings()
+    _configure_logging(log_level, settings)
+    application = _app(app_ref, settings)
+    try:
+        served = create_api(settings, application)
+    except ApiConfigError as exc:
+        errors.print(f"[bold red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+    if settings.api_insecure and served.state.tokens is None:
+        logging.getLogger(__name__).warning(
+            "BUS_API_INSECURE: the HTTP API is served without access control"
+        )
+    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((settings.api_host, settings.api_port))
+    except OSError as exc:
+        listener.close()
+        errors.print(
+            f"[bold red]cannot serve the HTTP API on {settings.api_host}:{settings.api_port}[/]"
+            f" ({exc.strerror}): set BUS_API_HOST / BUS_API_PORT to a free address"
+        )
+        raise typer.Exit(2) from exc
+    logging.getLogger(__name__).info(
+        "HTTP API of app %r on http://%s:%d", application.name, *listener.getsockname()[:2]
+    )
+    config = uvicorn.Config(served, log_config=None, lifespan="on", server_header=False)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+@app.command()
 def publish(
     message_type: Annotated[
         str, typer.Argument(metavar="TYPE", help="e.g. orders.order_placed.v1")
