@@ -9,24 +9,26 @@ types only: another app's saga on the same database is not found.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated
 
-import aio_pika
-from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel
 
-from bus_orchestrator.api.auth import NO_TOKENS, ApiConfigError, ApiTokens, Role, load_tokens
+from bus_orchestrator.api.auth import NO_TOKENS, ApiConfigError, ApiTokens, load_tokens
+from bus_orchestrator.api.cursor import decode_cursor, encode_cursor
+from bus_orchestrator.api.errors import (
+    AMBIGUOUS,
+    GUARDED,
+    NOT_FOUND,
+    ApiError,
+    Responses,
+)
+from bus_orchestrator.api.guard import READER
 from bus_orchestrator.api.models import (
     AmbiguousBody,
     ErrorBody,
@@ -42,11 +44,12 @@ from bus_orchestrator.api.models import (
     Stats,
     StatusCount,
 )
+from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
-from bus_orchestrator.errors import SchemaNotMigratedError, StoreUnavailableError
-from bus_orchestrator.ports import PageAfter, SagaFilter, SagaLocks, SagaReader
+from bus_orchestrator.errors import StoreUnavailableError
+from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader
 from bus_orchestrator.telemetry.tracing import trace_id_of
 from bus_orchestrator.views import history_view, saga_view
 
@@ -54,98 +57,6 @@ log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 5.0
 """How long /readyz waits for each dependency."""
-
-
-class ApiError(Exception):
-    """A refusal: its status, its body (an ``ErrorBody``), and any headers."""
-
-    def __init__(self, status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> None:
-        super().__init__(body.detail)
-        self.status = status
-        self.body = body
-        self.headers = headers
-
-
-Responses = dict[int | str, dict[str, Any]]
-
-
-def _refusal(description: str, model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
-    return {"model": model, "description": description}
-
-
-UNAUTHORIZED: Responses = {401: _refusal("No token, or not a known one")}
-FORBIDDEN: Responses = {403: _refusal("The token's role does not allow this route")}
-UNAVAILABLE: Responses = {503: _refusal("Postgres is unavailable")}
-NOT_FOUND: Responses = {404: _refusal("No saga of this app has that id")}
-AMBIGUOUS: Responses = {409: _refusal("Several sagas have that correlation id", AmbiguousBody)}
-GUARDED: Responses = {**UNAUTHORIZED, **FORBIDDEN, **UNAVAILABLE}
-
-bearer = HTTPBearer(auto_error=False, description="A token of BUS_API_TOKENS")
-
-
-def require(role: Role) -> Callable[..., Awaitable[None]]:
-    """A dependency refusing a caller without a token of (at least) ``role``: 401 without
-    a known token, 403 with a token of a lesser role. No check when the API is insecure."""
-
-    async def check(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        tokens: ApiTokens | None = request.app.state.tokens
-        if tokens is None:
-            return
-        granted = tokens.role_of(credentials.credentials) if credentials else None
-        if granted is None:
-            raise ApiError(
-                401,
-                ErrorBody(error="unauthorized", detail="a valid bearer token is required"),
-                {"WWW-Authenticate": "Bearer"},
-            )
-        if not granted.allows(role):
-            raise ApiError(
-                403, ErrorBody(error="forbidden", detail=f"this route needs the {role} role")
-            )
-
-    return check
-
-
-READER = [Depends(require(Role.READER))]
-OPERATOR = [Depends(require(Role.OPERATOR))]
-"""For the routes that change things (none yet): an operator's token."""
-
-
-# -- cursors ---------------------------------------------------------------------------
-
-
-def encode_cursor(saga: SagaInstance) -> str:
-    """An opaque cursor over (created_at, saga_id): where the next page starts."""
-    raw = json.dumps([saga.created_at.isoformat(), saga.saga_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> PageAfter:
-    """The page end a cursor names; a 422 (in FastAPI's shape) when it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, saga_id = json.loads(raw)
-        after = PageAfter(datetime.fromisoformat(created_at), str(uuid.UUID(saga_id)))
-        if after.created_at.tzinfo is None:
-            raise ValueError("naive time")
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("query", "cursor"),
-                    "msg": "Value error, not a cursor this API gave",
-                    "input": cursor,
-                }
-            ]
-        ) from None
-    return after
-
-
-# -- the factory -----------------------------------------------------------------------
 
 
 def create_api(
@@ -416,9 +327,9 @@ def create_api(
         """Ready (200) or not (503), with each check's result; asks again on each call,
         so it turns ready by itself once the dependency is back."""
         postgres, migrations, rabbitmq = await asyncio.gather(
-            _check_postgres(request),
-            _check_migrations(request, settings.database_schema),
-            _check_rabbitmq(settings.amqp_url),
+            check_postgres(request.app.state.pool),
+            check_migrations(request.app.state.pool, settings.database_schema),
+            check_rabbitmq(settings.amqp_url),
         )
         checks = {"postgres": postgres, "migrations": migrations, "rabbitmq": rabbitmq}
         ready = all(v == "ok" for v in checks.values())
@@ -426,38 +337,3 @@ def create_api(
         return Readiness(status="ready" if ready else "not ready", checks=checks)
 
     return api
-
-
-async def _check_postgres(request: Request) -> str:
-    pool = request.app.state.pool
-    if pool is None:
-        return "ok"
-    try:
-        await asyncio.wait_for(pool.fetchval("SELECT 1"), CHECK_SECONDS)
-    except Exception as exc:  # any failure means not ready
-        return f"unreachable ({type(exc).__name__})"
-    return "ok"
-
-
-async def _check_migrations(request: Request, schema: str) -> str:
-    from bus_orchestrator.store.migrate import require_migrated
-
-    pool = request.app.state.pool
-    if pool is None:
-        return "ok"
-    try:
-        await asyncio.wait_for(require_migrated(pool, schema), CHECK_SECONDS)
-    except SchemaNotMigratedError as exc:
-        return str(exc)
-    except Exception as exc:
-        return f"unknown, Postgres unreachable ({type(exc).__name__})"
-    return "ok"
-
-
-async def _check_rabbitmq(url: str) -> str:
-    try:
-        connection = await asyncio.wait_for(aio_pika.connect(url), CHECK_SECONDS)
-    except Exception as exc:
-        return f"unreachable ({type(exc).__name__})"
-    await connection.close()
-    return "ok"

@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from bus_orchestrator.api import ApiConfigError, ApiTokens, Role, create_api, load_tokens
-from bus_orchestrator.api.app import OPERATOR, require
 from bus_orchestrator.api.auth import parse_tokens
+from bus_orchestrator.api.guard import OPERATOR, require
 from bus_orchestrator.config import Settings
 from bus_orchestrator.store.memory import InMemorySagaStore
 from example import create_app
