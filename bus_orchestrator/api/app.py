@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel
+from fastapi.routing import APIRoute
+from pydantic import AwareDatetime, BaseModel, BeforeValidator
 
 from bus_orchestrator.api.auth import NO_TOKENS, ApiConfigError, ApiTokens, load_tokens
 from bus_orchestrator.api.cursor import decode_cursor, encode_cursor
@@ -55,6 +59,50 @@ from bus_orchestrator.views import history_view, saga_view
 
 log = logging.getLogger(__name__)
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only what the document says (an RFC 3339 date-time), not all pydantic takes (a
+    number of seconds, a space for the T)."""
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("a time such as 2025-01-31T12:00:00Z (RFC 3339, with an offset)")
+    return value
+
+
+Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names
+
+
+async def known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (422): a mistyped filter
+    (``?stauts=failed``) would otherwise list every saga."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "Extra inputs are not permitted",
+                    "input": request.query_params[name],
+                }
+                for name in unknown
+            ]
+        )
+
+
 CHECK_SECONDS = 5.0
 """How long /readyz waits for each dependency."""
 
@@ -82,8 +130,7 @@ def create_api(
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        if store is not None:
-            api.state.store, api.state.pool = store, None
+        if store is not None:  # given, and set below: nothing to open
             yield
             return
         from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
@@ -102,8 +149,11 @@ def create_api(
         description="Read-only HTTP API of the app's sagas. Every route but /healthz and "
         "/readyz takes a bearer token (role reader or operator).",
         lifespan=lifespan,
+        dependencies=[Depends(known_query)],
     )
     api.state.tokens = tokens if len(tokens) else None
+    if store is not None:
+        api.state.store, api.state.pool = store, None
 
     @api.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError) -> JSONResponse:
@@ -258,11 +308,9 @@ def create_api(
         status: SagaStatus | None = None,
         saga_type: Annotated[str | None, Query(alias="type")] = None,
         correlation_id: str | None = None,
-        created_after: AwareDatetime | None = None,
-        created_before: AwareDatetime | None = None,
-        updated_before: Annotated[
-            AwareDatetime | None, Query(description="finds stuck sagas")
-        ] = None,
+        created_after: Time | None = None,
+        created_before: Time | None = None,
+        updated_before: Annotated[Time | None, Query(description="finds stuck sagas")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
     ) -> SagaPage:

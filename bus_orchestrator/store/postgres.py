@@ -343,6 +343,8 @@ class PostgresSagaStore:
         )
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:
+        if "\x00" in id_or_correlation:  # Postgres text cannot hold it: no saga has it
+            return []
         return await self._sagas(self._sql.find, _as_uuid(id_or_correlation), id_or_correlation)
 
     async def list_sagas(
@@ -358,6 +360,9 @@ class PostgresSagaStore:
     async def page_sagas(
         self, where: SagaFilter, after: PageAfter | None, limit: int
     ) -> list[SagaInstance]:
+        texts = (where.saga_type, where.correlation_id, *(where.saga_types or ()))
+        if any(text is not None and "\x00" in text for text in texts):
+            return []  # Postgres text cannot hold it: no saga has it
         return await self._sagas(
             self._sql.page_sagas,
             None if where.status is None else where.status.value,

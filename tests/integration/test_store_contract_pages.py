@@ -104,6 +104,9 @@ async def test_every_filter(store: Store) -> None:
         "refund/b",
     ]
     assert await found(saga_type="nope") == []
+    assert await found(correlation_id="a\x00") == []
+    assert await found(saga_type="order\x00") == []
+    assert await store.find("a\x00") == []
 
 
 async def test_stats_count_by_type_and_status_and_name_the_oldest_unfinished(
