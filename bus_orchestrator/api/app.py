@@ -103,10 +103,6 @@ async def known_query(request: Request) -> None:
         )
 
 
-CHECK_SECONDS = 5.0
-"""How long /readyz waits for each dependency."""
-
-
 def create_api(
     settings: Settings,
     app: App,
