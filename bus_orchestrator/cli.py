@@ -290,8 +290,28 @@ def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
     logging.getLogger(__name__).info(
         "HTTP API of app %r on http://%s:%d", application.name, *listener.getsockname()[:2]
     )
-    config = uvicorn.Config(served, log_config=None, lifespan="on", server_header=False)
-    uvicorn.Server(config).run(sockets=[listener])
+
+    class Server(uvicorn.Server):
+        """uvicorn's server without its own signal handling: SIGTERM and SIGINT stop it
+        as they stop ``run`` and ``adapters`` (exit 0), not by raising the signal again."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = Server(uvicorn.Config(served, log_config=None, lifespan="on", server_header=False))
+
+    async def serve(stop: asyncio.Event) -> None:
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait((serving, stopping), return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True  # a graceful shutdown: requests in flight finish
+        stopping.cancel()
+        await serving
+
+    _run(_until_signalled(serve))
+    if not server.started:
+        raise typer.Exit(1)
 
 
 @app.command()
