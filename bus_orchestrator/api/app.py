@@ -82,12 +82,15 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 
 async def known_query(request: Request) -> None:
-    """Refuse a query parameter the route does not take (422): a mistyped filter
-    (``?stauts=failed``) would otherwise list every saga."""
+    """Refuse a query parameter a route with filters does not take (422): a mistyped
+    filter (``?stauts=failed``) would otherwise list every saga. A route without query
+    parameters (which declares no 422) ignores any, as a probe may send them."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
     known = _query_names(route.dependant)
+    if not known:
+        return
     unknown = [name for name in request.query_params if name not in known]
     if unknown:
         raise RequestValidationError(

@@ -108,6 +108,16 @@ async def test_healthz_wants_no_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
 
 
+async def test_a_route_without_filters_ignores_query_parameters(client: httpx.AsyncClient) -> None:
+    # they declare no 422: only a route with filters refuses one it does not take
+    assert (await client.get("/healthz?probe=1")).status_code == 200
+    assert (await client.get("/stats?x=1", headers=bearer("r-token"))).status_code == 200
+    assert (
+        "422"
+        not in (await client.get("/openapi.json")).json()["paths"]["/stats"]["get"]["responses"]
+    )
+
+
 async def test_the_document_declares_every_refusal(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     paths = document["paths"]
