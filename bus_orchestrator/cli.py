@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -33,9 +34,11 @@ from bus_orchestrator.errors import (
     DefinitionError,
     DefinitionVersionError,
     SchemaNotMigratedError,
+    ServiceRefusedError,
     StoreUnavailableError,
     TopologyMismatchError,
 )
+from bus_orchestrator.startup import service_error_line
 from bus_orchestrator.telemetry.logs import configure_logging
 from bus_orchestrator.telemetry.metrics import Metrics
 from bus_orchestrator.telemetry.setup import Telemetry, tracer_of, tracer_provider_from_env
@@ -56,14 +59,21 @@ EXAMPLE_APPS = (EXAMPLE_APP, "example:create_onboarding_app")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # never split a hint or a command
 
-START_HINTS = {
-    "RabbitMQ": "rabbitmq-server -detached",
-    "Postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-}
-
 
 def _settings() -> Settings:
-    return Settings()
+    """The settings from the ``BUS_*`` variables; one line naming each bad one, exit 2."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            name = f"BUS_{field.upper()}"
+            problems.append(
+                f"{name}={os.environ.get(name, '')!r} is not valid "
+                f"({error['msg'][:1].lower()}{error['msg'][1:]})"
+            )
+        _fail("; ".join(problems) + ": fix or unset it")
 
 
 AppOption = Annotated[
@@ -92,8 +102,20 @@ def _app(reference: str | None, settings: Settings) -> App:
         raise typer.Exit(2) from exc
 
 
+def _fail(line: str, code: int = 2) -> NoReturn:
+    """One line on stderr, then exit (2: a configuration or usage mistake)."""
+    errors.print(f"[bold red]{escape(line)}[/]")
+    raise typer.Exit(code)
+
+
 def _configure_logging(level: str, settings: Settings) -> None:
-    configure_logging(level, settings.log_format, stream=sys.stderr)
+    try:
+        configure_logging(level, settings.log_format, stream=sys.stderr)
+    except ValueError:
+        _fail(
+            f"log level {level!r} (--log-level or BUS_LOG_LEVEL) is not valid: "
+            "use debug, info, warning or error"
+        )
 
 
 @contextmanager
@@ -104,11 +126,16 @@ def _telemetry(
     from bus_orchestrator.telemetry.prometheus import MetricsServer
 
     provider = tracer_provider_from_env(service_name)
-    server = (
-        MetricsServer.start(service_name, settings.metrics_port, settings.metrics_host)
-        if settings.metrics_port is not None and serve_metrics
-        else None
-    )
+    server = None
+    if settings.metrics_port is not None and serve_metrics:
+        try:
+            server = MetricsServer.start(service_name, settings.metrics_port, settings.metrics_host)
+        except OSError as exc:
+            _fail(
+                f"BUS_METRICS_PORT={settings.metrics_port} cannot be served on "
+                f"{settings.metrics_host} ({exc.strerror or exc}): pick a free port, or unset "
+                "BUS_METRICS_PORT"
+            )
     if server is not None:
         logging.getLogger(__name__).info(
             "metrics on http://%s:%d/metrics", server.host, server.port
@@ -125,31 +152,20 @@ def _telemetry(
 
 
 def _run(coro: Awaitable[T]) -> T:
-    """Run a command's coroutine; an unreachable service is a clear message, not a trace."""
+    """Run a command's coroutine; a service that cannot be used as configured is one line
+    naming the setting and the fix (exit 2), not a trace."""
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except StoreUnavailableError as exc:
-        _unreachable("Postgres", Settings().database_url, exc)
-    except BrokerUnavailableError as exc:
-        _unreachable("RabbitMQ", Settings().amqp_url, exc)
     except (
+        StoreUnavailableError,
+        BrokerUnavailableError,
+        ServiceRefusedError,
         AppConflictError,
         DefinitionVersionError,
         SchemaNotMigratedError,
         TopologyMismatchError,
     ) as exc:
-        errors.print(f"[bold red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from exc
-
-
-def _unreachable(service: str, url: str, exc: Exception) -> NoReturn:
-    safe_url = url.split("@")[-1]
-    errors.print(f"[bold red]{service} is not reachable[/] at {safe_url}: {exc}")
-    errors.print(
-        f"Start it with:  [bold]{START_HINTS[service]}[/]  "
-        f"(or point {'BUS_AMQP_URL' if service == 'RabbitMQ' else 'BUS_DATABASE_URL'} at one)"
-    )
-    raise typer.Exit(2)
+        _fail(service_error_line(exc, Settings()) or str(exc))
 
 
 async def _until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -160,7 +176,9 @@ async def _until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> 
     await work(stop)
 
 
-LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
+LogLevel = Annotated[
+    str, typer.Option("--log-level", envvar="BUS_LOG_LEVEL", help="debug, info, warning, error")
+]
 
 
 @app.command()
