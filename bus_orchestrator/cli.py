@@ -26,6 +26,7 @@ from rich.table import Table
 
 from bus_orchestrator.app import App, load_app
 from bus_orchestrator.config import Settings
+from bus_orchestrator.core.messages import MessageKind
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.errors import (
     AppConflictError,
@@ -269,30 +270,81 @@ def adapters(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
         )
 
 
+MessageTypeArg = Annotated[
+    str, typer.Argument(metavar="TYPE", help="e.g. orders.order_placed.v1, inventory.reserve.v1")
+]
+DataOption = Annotated[str, typer.Option("--data", help="the message's data, as JSON")]
+CorrelationOption = Annotated[str | None, typer.Option("--correlation-id")]
+IdOption = Annotated[str | None, typer.Option("--id", help="default: a new UUID")]
+SourceOption = Annotated[str, typer.Option("--source")]
+
+
 @app.command()
 def publish(
-    message_type: Annotated[
-        str, typer.Argument(metavar="TYPE", help="e.g. orders.order_placed.v1")
-    ],
-    data: Annotated[str, typer.Option("--data", help="the event's data, as JSON")],
-    correlation_id: Annotated[str | None, typer.Option("--correlation-id")] = None,
-    message_id: Annotated[str | None, typer.Option("--id", help="default: a new UUID")] = None,
-    source: Annotated[str, typer.Option("--source")] = "urn:bus-orchestrator:cli",
+    message_type: MessageTypeArg,
+    data: DataOption,
+    correlation_id: CorrelationOption = None,
+    message_id: IdOption = None,
+    source: SourceOption = "urn:bus-orchestrator:cli",
     app_ref: AppOption = None,
 ) -> None:
-    """Publish a business event to ``bus.events`` (validated against its contract first)."""
-    from bus_orchestrator.core.messages import MessageKind
+    """Publish a business event to ``bus.events`` (validated against its contract first).
+
+    A command type is refused: send it with ``send``."""
+
+    _publish(MessageKind.EVENT, message_type, data, correlation_id, message_id, source, app_ref)
+
+
+@app.command()
+def send(
+    message_type: MessageTypeArg,
+    data: DataOption,
+    correlation_id: CorrelationOption = None,
+    message_id: IdOption = None,
+    source: SourceOption = "urn:bus-orchestrator:cli",
+    app_ref: AppOption = None,
+) -> None:
+    """Send a command to ``bus.commands`` (validated against its contract first), e.g. to
+    drive an adapter by hand. Its reply goes to ``bus.replies`` as any other.
+
+    An event type is refused: publish it with ``publish``."""
+
+    _publish(MessageKind.COMMAND, message_type, data, correlation_id, message_id, source, app_ref)
+
+
+def _publish(
+    kind: MessageKind,
+    message_type: str,
+    data: str,
+    correlation_id: str | None,
+    message_id: str | None,
+    source: str,
+    app_ref: str | None,
+) -> None:
+    """Validate ``data`` as ``message_type``, which must be a ``kind``, then publish it once
+    (prints its id). The wrong kind is refused with the verb that takes it, exit 2."""
     from bus_orchestrator.runtime.publishing import publish_once
 
+    verb = {MessageKind.EVENT: "publish", MessageKind.COMMAND: "send"}
     settings = _settings()
     registry = _app(app_ref, settings).registry
     contract = registry.get(message_type)
     if contract is None:
-        errors.print(f"[red]unknown message type[/] {message_type!r}; known events:")
+        errors.print(f"[red]unknown message type[/] {message_type!r}; known {kind}s:")
         for known in registry:
-            if known.kind is MessageKind.EVENT:
+            if known.kind is kind:
                 errors.print(f"  {known.message_type}")
         raise typer.Exit(1)
+    if contract.kind is MessageKind.REPLY:
+        _fail(
+            f"{message_type} is a reply: replies are sent by adapters, in answer to a "
+            "command (send the command instead)"
+        )
+    if contract.kind is not kind:
+        _fail(
+            f"{message_type} is {'an' if contract.kind is MessageKind.EVENT else 'a'} "
+            f"{contract.kind}: use `bus-orchestrator {verb[contract.kind]} {message_type}`"
+        )
     try:
         payload = contract.model.model_validate(json.loads(data))
     except (json.JSONDecodeError, ValidationError) as exc:
