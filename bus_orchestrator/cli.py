@@ -10,11 +10,14 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -22,12 +25,11 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from bus_orchestrator.app import App, load_app
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import MessageKind
-from bus_orchestrator.core.state import SagaStatus
+from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.errors import (
     AppConflictError,
     AppLoadError,
@@ -356,42 +358,90 @@ def _publish(
     console.print(message_id)
 
 
+class Output(StrEnum):
+    """How ``sagas show|list`` print: a table for people, JSON or TSV for scripts."""
+
+    TABLE = "table"
+    JSON = "json"
+    TSV = "tsv"
+
+
+OutputOption = Annotated[
+    Output | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="table (default; fits the terminal, or 80 columns when not on one), json "
+        "(one shape per command) or tsv (a header line, then one line per saga)",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="the same as --output json")]
+
+
+def _output(output: Output | None, as_json: bool) -> Output:
+    if as_json and output not in (None, Output.JSON):
+        _fail(f"--json and --output {output} disagree: give one of them")
+    return Output.JSON if as_json else output or Output.TABLE
+
+
 @sagas_app.command("show")
 def sagas_show(
-    saga: Annotated[str, typer.Argument(metavar="ID", help="saga id or correlation id")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    saga: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="saga id, correlation id, or TYPE/CORRELATION_ID (always one)"
+        ),
+    ],
+    output: OutputOption = None,
+    as_json: JsonOption = False,
     history: Annotated[bool, typer.Option("--history", help="include the audit log")] = False,
     app_ref: AppOption = None,
 ) -> None:
     """Show one saga: its status, steps and entity locks held or awaited (and, with
-    --history, every message in and out)."""
+    --history, every message in and out).
+
+    With --output json, one object. A correlation id that several sagas share (of several
+    types) is refused, exit 2, with the candidates: name one by its saga id or as
+    TYPE/CORRELATION_ID."""
     from bus_orchestrator.store.session import open_store
 
     settings = _settings()
+    shape = _output(output, as_json)
     models = _data_models(_app(app_ref, settings))
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> dict[str, Any] | list[SagaInstance]:
         async with open_store(settings) as store:
-            views = []
-            for instance in await store.find(saga):
-                locks = await store.saga_locks(instance.saga_id) if instance.locks else None
-                model = models.get(instance.saga_type)
-                view = saga_view(instance, settings.jaeger_ui_url, model, locks)
-                if history:
-                    view["history"] = [
-                        history_view(h) for h in await store.history(instance.saga_id)
-                    ]
-                views.append(view)
-            return views
+            found = await store.find(saga)
+            if not found and "/" in saga:
+                saga_type, correlation_id = saga.split("/", 1)
+                found = [i for i in await store.find(correlation_id) if i.saga_type == saga_type]
+            if len(found) != 1:
+                return found
+            [instance] = found
+            locks = await store.saga_locks(instance.saga_id) if instance.locks else None
+            model = models.get(instance.saga_type)
+            view = saga_view(instance, settings.jaeger_ui_url, model, locks)
+            if history:
+                view["history"] = [history_view(h) for h in await store.history(instance.saga_id)]
+            return view
 
-    views = _run(main())
-    if not views:
-        errors.print(f"no saga with id or correlation id {saga!r}")
-        raise typer.Exit(1)
-    if as_json:
-        print(json.dumps(views[0] if len(views) == 1 else views, indent=2))
-        return
-    for view in views:
+    view = _run(main())
+    if isinstance(view, list):
+        if not view:
+            errors.print(f"no saga with id or correlation id {saga!r}")
+            raise typer.Exit(1)
+        candidates = ", ".join(
+            f"{i.saga_type}/{i.correlation_id} ({i.saga_id}, {i.status})" for i in view
+        )
+        _fail(
+            f"{saga!r} is the correlation id of {len(view)} sagas: {candidates}; "
+            "show one by its saga id or as TYPE/CORRELATION_ID"
+        )
+    if shape is Output.JSON:
+        print(json.dumps(view, indent=2))
+    elif shape is Output.TSV:
+        _print_tsv([view])
+    else:
         _print_saga(view)
 
 
@@ -420,13 +470,18 @@ def sagas_list(
     status: Annotated[SagaStatus | None, typer.Option("--status")] = None,
     saga_type: Annotated[str | None, typer.Option("--type")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: OutputOption = None,
+    as_json: JsonOption = False,
     app_ref: AppOption = None,
 ) -> None:
-    """List sagas, newest first."""
+    """List sagas, newest first (with --output json, always a list).
+
+    The table names each saga as TYPE/CORRELATION_ID, which ``sagas show`` takes; the saga
+    ids are in --output json and tsv."""
     from bus_orchestrator.store.session import open_store
 
     settings = _settings()
+    shape = _output(output, as_json)
     models = _data_models(_app(app_ref, settings))
 
     async def main() -> list[dict[str, Any]]:
@@ -435,63 +490,127 @@ def sagas_list(
             return [saga_view(i, settings.jaeger_ui_url, models.get(i.saga_type)) for i in found]
 
     views = _run(main())
-    if as_json:
+    if shape is Output.JSON:
         print(json.dumps(views, indent=2))
-        return
-    table = Table("saga id", "type", "correlation id", "status", "updated", "failure")
-    for view in views:
-        table.add_row(
-            view["saga_id"],
-            view["saga_type"],
-            view["correlation_id"],
-            view["status"],
-            view["updated_at"],
-            view["failure"] or "",
+    elif shape is Output.TSV:
+        _print_tsv(views)
+    else:
+        _print_table(
+            ("SAGA", "STATUS", "UPDATED", "FAILURE"),
+            [
+                (
+                    f"{v['saga_type']}/{v['correlation_id']}",
+                    v["status"],
+                    _when(v["updated_at"]),
+                    v["failure"] or "",
+                )
+                for v in views
+            ],
+            shrink=(3, 0),
         )
-    console.print(table)
+
+
+TSV_COLUMNS = (
+    "saga_id",
+    "saga_type",
+    "correlation_id",
+    "status",
+    "created_at",
+    "updated_at",
+    "failure",
+)
+
+
+def _print_tsv(views: list[dict[str, Any]]) -> None:
+    """A header line, then one line per saga: tabs and line breaks in a value become spaces,
+    a missing value is empty."""
+    print("\t".join(TSV_COLUMNS))
+    for view in views:
+        cells = ("" if view[c] is None else str(view[c]) for c in TSV_COLUMNS)
+        print("\t".join(" ".join(cell.split("\t")).replace("\n", " ") for cell in cells))
+
+
+def _when(iso: str) -> str:
+    """``2026-11-29 21:45:12Z``: to the second, in UTC."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print_table(
+    headers: tuple[str, ...], rows: list[tuple[str, ...]], *, shrink: tuple[int, ...]
+) -> None:
+    """Plain columns (no colour, no box) as wide as the terminal, or 80 columns when stdout
+    is not one (``COLUMNS`` overrides). When too wide, the columns in ``shrink`` are cut,
+    in that order, down to their header's width, with an ellipsis."""
+    width = shutil.get_terminal_size().columns
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for column in shrink:
+        cut = max(0, min(excess, widths[column] - len(headers[column])))
+        widths[column] -= cut
+        excess -= cut
+
+    def fit(cell: str, size: int) -> str:
+        cell = " ".join(cell.split())
+        return cell if len(cell) <= size else cell[: size - 1] + "\u2026"
+
+    for row in (headers, *rows):
+        print("  ".join(fit(c, w).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _print_saga(view: dict[str, Any]) -> None:
-    console.print(
-        f"[bold]{view['saga_type']}[/] {view['correlation_id']}  id {view['saga_id']}  "
-        f"[bold]{view['status']}[/]  (created {view['created_at']}, updated {view['updated_at']})"
-    )
+    """One saga for people: plain lines, then its steps as a table that fits the terminal
+    (80 columns when not on one); each step's error in full below it."""
+    print(f"{view['saga_type']}/{view['correlation_id']}  {view['status']}")
+    print(f"  saga id: {view['saga_id']}")
+    print(f"  created: {_when(view['created_at'])}, updated: {_when(view['updated_at'])}")
     if view["failure"]:
-        console.print(f"  reason: {view['failure']}")
+        print(f"  reason: {view['failure']}")
     if view["trace_id"]:
-        console.print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
+        print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
     if view["in_flight"]:
-        console.print(f"  in flight: {', '.join(view['in_flight'])} (until {view['deadline']})")
+        print(f"  in flight: {', '.join(view['in_flight'])} (until {_when(view['deadline'])})")
     for early in view["early_events"]:
-        console.print(f"  kept for a later wait: {early}")
+        print(f"  kept for a later wait: {early}")
     for held in view.get("locks", {}).get("held", []):
-        console.print(f"  holds lock {held['key']} since {held['since']}")
+        print(f"  holds lock {held['key']} since {held['since']}")
     for awaited in view.get("locks", {}).get("awaited", []):
         holder = f"held by saga {awaited['holder']}" if awaited["holder"] else "free"
-        console.print(
+        print(
             f"  waits for lock {awaited['key']}: number {awaited['place']} in line, "
             f"{holder} (waiting since {awaited['since']})"
         )
-    table = Table(
-        "step", "status", "command", "attempts", "try", "retry at", "started", "finished", "error"
+    print()
+
+    def name(step: dict[str, Any]) -> str:
+        return f"{step['group']}: {step['name']}" if step["group"] else step["name"]
+
+    def short(iso: str | None) -> str:
+        return _when(iso)[5:-1] if iso else ""  # 11-29 21:45:12: the date is above
+
+    _print_table(
+        ("STEP", "STATUS", "ATTEMPTS", "TRY", "RETRY AT", "FINISHED"),
+        [
+            (
+                name(step),
+                step["status"],
+                str(step["attempts"]),
+                str(step["tries"]),
+                short(step["retry_at"]),
+                short(step["finished_at"]),
+            )
+            for step in view["steps"]
+        ],
+        shrink=(0,),
     )
     for step in view["steps"]:
-        table.add_row(
-            f"{step['group']}: {step['name']}" if step["group"] else step["name"],
-            step["status"],
-            step["command_type"],
-            str(step["attempts"]),
-            str(step["tries"]),
-            step["retry_at"] or "",
-            step["started_at"],
-            step["finished_at"] or "",
-            step["error"] or "",
-        )
-    console.print(table)
+        if step["error"]:
+            print(f"  {name(step)}: {step['error']}")
+    if "history" in view:
+        print()
     for entry in view.get("history", []):
-        console.print(
-            f"  {entry['at']} {entry['direction']:>3} {entry['message_type']} "
-            f"{entry['message_id']} {entry['outcome']} {entry['note']}"
+        print(
+            f"  {_when(entry['at'])} {entry['direction']:>3} {entry['message_type']} "
+            f"{entry['message_id']} {entry['outcome']} {entry['note']}".rstrip()
         )
 
 
