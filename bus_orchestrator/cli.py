@@ -667,8 +667,7 @@ def contracts_check(
     try:
         baseline = load_baseline(against, repo=Path.cwd(), schemas_dir=f"{out}/schemas")
     except ContractCheckError as exc:
-        errors.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from exc
+        _fail(str(exc))
     changes = compare(baseline, registry_schemas(application.registry, application.name))
     if as_json:
         print(json.dumps(report_json(changes), indent=2))
