@@ -72,10 +72,11 @@ def _settings() -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             name = f"BUS_{field.upper()}"
-            problems.append(
-                f"{name}={os.environ.get(name, '')!r} is not valid "
-                f"({error['msg'][:1].lower()}{error['msg'][1:]})"
-            )
+            value = os.environ.get(name, "")
+            if field.endswith("_url"):
+                value = _without_password(value)
+            why = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}={value!r} is not valid ({why[:1].lower()}{why[1:]})")
         _fail("; ".join(problems) + ": fix or unset it")
 
 
@@ -103,6 +104,15 @@ def _app(reference: str | None, settings: Settings) -> App:
     except (AppLoadError, DefinitionError) as exc:
         errors.print(f"[bold red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password, if any, as ``***``: error lines end up in logs."""
+    scheme, at, rest = url.partition("://")
+    credentials, sign, host = rest.rpartition("@")
+    if not at or not sign or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def _fail(line: str, code: int = 2) -> NoReturn:

@@ -113,6 +113,21 @@ MISTAKES = (
         (PUBLISH, SEND, RUN, ADAPTERS),
     ),
     Mistake(
+        "malformed database URL",
+        {"BUS_DATABASE_URL": "postgresql://root:hunter2@127.0.0.1:notaport/test"},
+        "BUS_DATABASE_URL='postgresql://root:***@127.0.0.1:notaport/test' is not valid (port "
+        "could not be cast to integer value as 'notaport'; expected a URL like "
+        "postgresql://user:password@host:5432/db): fix or unset it",
+        (MIGRATE, LIST, RUN),
+    ),
+    Mistake(
+        "not an AMQP URL",
+        {"BUS_AMQP_URL": "http://guest:hunter2@127.0.0.1:5672/"},
+        "BUS_AMQP_URL='http://guest:***@127.0.0.1:5672/' is not valid (expected a URL like "
+        "amqp://user:password@host:5672/vhost): fix or unset it",
+        (PUBLISH, SEND, RUN),
+    ),
+    Mistake(
         "invalid log format",
         {"BUS_LOG_FORMAT": "xml"},
         "BUS_LOG_FORMAT='xml' is not valid (input should be 'text' or 'json'): fix or unset it",
