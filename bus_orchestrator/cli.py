@@ -283,7 +283,8 @@ def adapters(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
 
 
 MessageTypeArg = Annotated[
-    str, typer.Argument(metavar="TYPE", help="e.g. orders.order_placed.v1, inventory.reserve.v1")
+    str,
+    typer.Argument(metavar="TYPE", help="e.g. orders.order_placed.v1, inventory.reserve_stock.v1"),
 ]
 DataOption = Annotated[str, typer.Option("--data", help="the message's data, as JSON")]
 CorrelationOption = Annotated[str | None, typer.Option("--correlation-id")]
@@ -303,7 +304,6 @@ def publish(
     """Publish a business event to ``bus.events`` (validated against its contract first).
 
     A command type is refused: send it with ``send``."""
-
     _publish(MessageKind.EVENT, message_type, data, correlation_id, message_id, source, app_ref)
 
 
@@ -320,7 +320,6 @@ def send(
     drive an adapter by hand. Its reply goes to ``bus.replies`` as any other.
 
     An event type is refused: publish it with ``publish``."""
-
     _publish(MessageKind.COMMAND, message_type, data, correlation_id, message_id, source, app_ref)
 
 
