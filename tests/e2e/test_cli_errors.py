@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from bus_orchestrator.config import Settings
+from bus_orchestrator.store.migrate import ADAPTER_MIGRATIONS, available
 from tests.conftest import TestBus
 from tests.e2e.processes import cli, free_port
 from tests.integration.harness import migrated
@@ -78,7 +79,7 @@ MISTAKES = (
     Mistake(
         "unmigrated schema",
         {},
-        "schema '{schema}' (BUS_DATABASE_SCHEMA) lacks migrations (all of them): "
+        "schema '{schema}' (BUS_DATABASE_SCHEMA) lacks migrations {all}: "
         "run 'bus-orchestrator migrate'",
         (LIST, SHOW, RUN),
         migrated=False,
@@ -86,7 +87,7 @@ MISTAKES = (
     Mistake(
         "unmigrated schema, adapters",
         {},
-        "schema '{schema}' (BUS_DATABASE_SCHEMA) lacks migrations (all of them): "
+        "schema '{schema}' (BUS_DATABASE_SCHEMA) lacks migrations {adapters}: "
         "run 'bus-orchestrator migrate --adapters'",
         (ADAPTERS,),
         migrated=False,
@@ -194,6 +195,8 @@ async def test_each_mistake_is_one_line_naming_the_setting_and_the_fix(
         await migrated(settings)
     values = {"port": str(free_port()), "schema": db_schema, "name": unique_name}
     values["busy"] = str(busy_port)
+    values["all"] = str([version for version, _ in available()])
+    values["adapters"] = str([version for version, _ in available(ADAPTER_MIGRATIONS)])
     fill: Callable[[str], str] = lambda text: text.format(**values)  # noqa: E731
     env = {key: fill(value) for key, value in mistake.env.items()}
 
