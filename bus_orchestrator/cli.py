@@ -75,6 +75,8 @@ def _settings() -> Settings:
             value = os.environ.get(name, "")
             if field.endswith("_url"):
                 value = _without_password(value)
+            elif "token" in field or "secret" in field:
+                value = "***"  # never in an error line
             why = error["msg"].removeprefix("Value error, ")
             problems.append(f"{name}={value!r} is not valid ({why[:1].lower()}{why[1:]})")
         _fail("; ".join(problems) + ": fix or unset it")
@@ -290,6 +292,69 @@ DataOption = Annotated[str, typer.Option("--data", help="the message's data, as 
 CorrelationOption = Annotated[str | None, typer.Option("--correlation-id")]
 IdOption = Annotated[str | None, typer.Option("--id", help="default: a new UUID")]
 SourceOption = Annotated[str, typer.Option("--source")]
+
+
+@app.command()
+def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
+    """Serve the app's read-only HTTP API (uvicorn) on BUS_API_HOST:BUS_API_PORT.
+
+    Every route but /healthz and /readyz takes a bearer token of BUS_API_TOKENS or
+    BUS_API_TOKENS_FILE; with none, it refuses to start unless BUS_API_INSECURE=1."""
+    import socket
+
+    import uvicorn
+
+    from bus_orchestrator.api import ApiConfigError, create_api
+
+    settings = _settings()
+    _configure_logging(log_level, settings)
+    application = _app(app_ref, settings)
+    try:
+        served = create_api(settings, application)
+    except ApiConfigError as exc:
+        errors.print(f"[bold red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+    if settings.api_insecure and served.state.tokens is None:
+        logging.getLogger(__name__).warning(
+            "BUS_API_INSECURE: the HTTP API is served without access control"
+        )
+    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((settings.api_host, settings.api_port))
+    except OSError as exc:
+        listener.close()
+        errors.print(
+            f"[bold red]cannot serve the HTTP API on {settings.api_host}:{settings.api_port}[/]"
+            f" ({exc.strerror}): set BUS_API_HOST / BUS_API_PORT to a free address"
+        )
+        raise typer.Exit(2) from exc
+    logging.getLogger(__name__).info(
+        "HTTP API of app %r on http://%s:%d", application.name, *listener.getsockname()[:2]
+    )
+
+    class Server(uvicorn.Server):
+        """uvicorn's server without its own signal handling: SIGTERM and SIGINT stop it
+        as they stop ``run`` and ``adapters`` (exit 0), not by raising the signal again."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = Server(uvicorn.Config(served, log_config=None, lifespan="on", server_header=False))
+
+    async def serve(stop: asyncio.Event) -> None:
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait((serving, stopping), return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True  # a graceful shutdown: requests in flight finish
+        stopping.cancel()
+        await serving
+
+    _run(_until_signalled(serve))
+    if not server.started:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -96,6 +96,20 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"  # noqa: S104 - a metrics endpoint is meant to be scraped
     jaeger_ui_url: str | None = Field(
         default=None, description="Base URL of the Jaeger UI, for links to a saga's trace"
+    )
+
+    api_host: str = Field(default="127.0.0.1", description="Where bus-orchestrator api listens")
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        description="Bearer tokens of the HTTP API with their roles: token=role,... "
+        "(roles: reader, operator)",
+    )
+    api_tokens_file: str | None = Field(
+        default=None, description="A file of token=role pairs (one a line, or comma-separated)"
+    )
+    api_insecure: bool = Field(
+        default=False, description="Serve the HTTP API without tokens (no access control)"
     )
 
     @field_validator("amqp_url")

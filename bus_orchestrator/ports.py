@@ -210,6 +210,79 @@ class SagaLocks:
     awaited: tuple[AwaitedLock, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class SagaFilter:
+    """Which sagas a query of the read side (the HTTP API) takes; ``None``: any.
+
+    ``saga_types`` is a scope (the types of the app that asks), ``saga_type`` a filter
+    within it. Times are exclusive bounds."""
+
+    status: SagaStatus | None = None
+    saga_type: str | None = None
+    saga_types: tuple[str, ...] | None = None
+    correlation_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageAfter:
+    """Where a page of sagas (newest first) ends: the next page starts after this saga."""
+
+    created_at: datetime
+    saga_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SagaCount:
+    saga_type: str
+    status: SagaStatus
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OldestRunning:
+    """The unfinished (running or compensating) saga of a type that started first."""
+
+    saga_type: str
+    saga_id: str
+    correlation_id: str
+    status: SagaStatus
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SagaStats:
+    counts: tuple[SagaCount, ...] = ()
+    """By saga type, then status."""
+    oldest_running: tuple[OldestRunning, ...] = ()
+    """One per saga type that has an unfinished saga, by type."""
+
+
+class SagaReader(Protocol):
+    """The read side's queries (the HTTP API), beyond those of ``SagaStore``."""
+
+    async def page_sagas(
+        self, where: SagaFilter, after: PageAfter | None, limit: int
+    ) -> list[SagaInstance]:
+        """Up to ``limit`` sagas matching ``where``, newest first (created_at descending,
+        then saga id), starting after ``after``: a keyset page, stable while sagas are
+        inserted (new sagas come before the first page, never within later ones)."""
+        ...
+
+    async def saga_stats(self, saga_types: Sequence[str] | None = None) -> SagaStats:
+        """Counts by type and status, and the oldest unfinished saga of each type (of
+        ``saga_types`` only, when given)."""
+        ...
+
+    async def find(self, id_or_correlation: str) -> list[SagaInstance]: ...
+
+    async def saga_locks(self, saga_id: str) -> SagaLocks: ...
+
+    async def history(self, saga_id: str) -> list[HistoryEntry]: ...
+
+
 class SagaStore(Protocol):
     """Saga state, inbox, audit history and outbox, changed together or not at all."""
 

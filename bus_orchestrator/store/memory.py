@@ -32,12 +32,17 @@ from bus_orchestrator.ports import (
     HistoryEntry,
     Loaded,
     LockGrant,
+    OldestRunning,
     OutboxMessage,
+    PageAfter,
     Parked,
     ParkedMessage,
     PendingPublish,
+    SagaCount,
+    SagaFilter,
     SagaKey,
     SagaLocks,
+    SagaStats,
 )
 
 
@@ -342,6 +347,44 @@ class InMemorySagaStore:
         )
         return matching[:limit]
 
+    async def page_sagas(
+        self, where: SagaFilter, after: PageAfter | None, limit: int
+    ) -> list[SagaInstance]:
+        def matches(s: SagaInstance) -> bool:
+            return (
+                (where.status is None or s.status == where.status)
+                and (where.saga_type is None or s.saga_type == where.saga_type)
+                and (where.saga_types is None or s.saga_type in where.saga_types)
+                and (where.correlation_id is None or s.correlation_id == where.correlation_id)
+                and (where.created_after is None or s.created_at > where.created_after)
+                and (where.created_before is None or s.created_at < where.created_before)
+                and (where.updated_before is None or s.updated_at < where.updated_before)
+                and (after is None or _after(s, after))
+            )
+
+        return [_copy(s) for s in _newest_first(filter(matches, self._sagas.values()))][:limit]
+
+    async def saga_stats(self, saga_types: Sequence[str] | None = None) -> SagaStats:
+        sagas = [s for s in self._sagas.values() if saga_types is None or s.saga_type in saga_types]
+        counted: dict[tuple[str, str], int] = {}
+        for saga in sagas:
+            key = (saga.saga_type, saga.status.value)
+            counted[key] = counted.get(key, 0) + 1
+        oldest: dict[str, SagaInstance] = {}
+        for saga in sorted(sagas, key=lambda s: (s.created_at, uuid.UUID(s.saga_id))):
+            if not saga.status.terminal:
+                oldest.setdefault(saga.saga_type, saga)
+        return SagaStats(
+            counts=tuple(
+                SagaCount(saga_type, SagaStatus(status), n)
+                for (saga_type, status), n in sorted(counted.items())
+            ),
+            oldest_running=tuple(
+                OldestRunning(s.saga_type, s.saga_id, s.correlation_id, s.status, s.created_at)
+                for _, s in sorted(oldest.items())
+            ),
+        )
+
     async def history(self, saga_id: str) -> list[HistoryEntry]:
         wanted = _as_uuid(saga_id)
         if wanted is None:
@@ -421,6 +464,14 @@ class InMemorySagaStore:
         if not unsent:
             return 0, None
         return len(unsent), (self._clock() - min(unsent)).total_seconds()
+
+
+def _after(saga: SagaInstance, after: PageAfter) -> bool:
+    """Whether ``saga`` comes after ``after`` newest first (created_at down, then id up)."""
+    if saga.created_at != after.created_at:
+        return saga.created_at < after.created_at
+    wanted = _as_uuid(after.saga_id)
+    return wanted is not None and uuid.UUID(saga.saga_id) > wanted
 
 
 def _newest_first(sagas: Iterable[SagaInstance]) -> list[SagaInstance]:

@@ -32,12 +32,17 @@ from bus_orchestrator.ports import (
     HistoryEntry,
     Loaded,
     LockGrant,
+    OldestRunning,
     OutboxMessage,
+    PageAfter,
     Parked,
     ParkedMessage,
     PendingPublish,
+    SagaCount,
+    SagaFilter,
     SagaKey,
     SagaLocks,
+    SagaStats,
 )
 from bus_orchestrator.store.driver_errors import postgres_errors
 from bus_orchestrator.store.queries import Queries
@@ -57,12 +62,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     return
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
-    """A connection pool whose connections all look in ``settings.database_schema``."""
+async def create_pool(settings: Settings, *, min_size: int | None = None) -> asyncpg.Pool:
+    """A connection pool whose connections all look in ``settings.database_schema``.
+
+    ``min_size`` 0 opens no connection up front (a pool that may start while Postgres is
+    down, and connects when first used): the HTTP API's."""
     with postgres_errors:
         return await asyncpg.create_pool(
             settings.database_url,
-            min_size=settings.db_pool_size,
+            min_size=settings.db_pool_size if min_size is None else min_size,
             max_size=settings.db_pool_size,
             timeout=settings.db_connect_timeout_seconds,
             command_timeout=settings.db_command_timeout_seconds,
@@ -335,6 +343,8 @@ class PostgresSagaStore:
         )
 
     async def find(self, id_or_correlation: str) -> list[SagaInstance]:
+        if "\x00" in id_or_correlation:  # Postgres text cannot hold it: no saga has it
+            return []
         return await self._sagas(self._sql.find, _as_uuid(id_or_correlation), id_or_correlation)
 
     async def list_sagas(
@@ -346,6 +356,56 @@ class PostgresSagaStore:
     ) -> list[SagaInstance]:
         status_text = None if status is None else status.value
         return await self._sagas(self._sql.list_sagas, status_text, saga_type, limit)
+
+    async def page_sagas(
+        self, where: SagaFilter, after: PageAfter | None, limit: int
+    ) -> list[SagaInstance]:
+        texts = (where.saga_type, where.correlation_id, *(where.saga_types or ()))
+        if any(text is not None and "\x00" in text for text in texts):
+            return []  # Postgres text cannot hold it: no saga has it
+        return await self._sagas(
+            self._sql.page_sagas,
+            None if where.status is None else where.status.value,
+            where.saga_type,
+            None if where.saga_types is None else list(where.saga_types),
+            where.correlation_id,
+            where.created_after,
+            where.created_before,
+            where.updated_before,
+            None if after is None else after.created_at,
+            None if after is None else _as_uuid(after.saga_id),
+            limit,
+        )
+
+    async def saga_stats(self, saga_types: Sequence[str] | None = None) -> SagaStats:
+        types = None if saga_types is None else list(saga_types)
+        with postgres_errors:
+            counts = await self._pool.fetch(self._sql.saga_counts, types)
+            oldest = await self._pool.fetch(self._sql.oldest_running, types)
+        # Sorted here, by code point as the in-memory twin does, not by the collation.
+        return SagaStats(
+            counts=tuple(
+                sorted(
+                    (SagaCount(r["saga_type"], SagaStatus(r["status"]), r["n"]) for r in counts),
+                    key=lambda c: (c.saga_type, c.status.value),
+                )
+            ),
+            oldest_running=tuple(
+                sorted(
+                    (
+                        OldestRunning(
+                            r["saga_type"],
+                            r["saga_id"],
+                            r["correlation_id"],
+                            SagaStatus(r["status"]),
+                            r["created_at"],
+                        )
+                        for r in oldest
+                    ),
+                    key=lambda o: o.saga_type,
+                )
+            ),
+        )
 
     async def history(self, saga_id: str) -> list[HistoryEntry]:
         saga_uuid = _as_uuid(saga_id)

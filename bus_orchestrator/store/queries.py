@@ -45,6 +45,9 @@ class Queries:
     grant_locks: str
     locks_untold: str
     saga_locks: str
+    page_sagas: str
+    saga_counts: str
+    oldest_running: str
 
     @classmethod
     def load(cls) -> Queries:
