@@ -36,6 +36,7 @@ SHOW = ("sagas", "show", "o-1")
 LIST = ("sagas", "list")
 RUN = ("run",)
 ADAPTERS = ("adapters",)
+API = ("api",)
 MIGRATE = ("migrate",)
 
 
@@ -132,7 +133,7 @@ MISTAKES = (
         "invalid log format",
         {"BUS_LOG_FORMAT": "xml"},
         "BUS_LOG_FORMAT='xml' is not valid (input should be 'text' or 'json'): fix or unset it",
-        (MIGRATE, LIST, SHOW, PUBLISH, SEND, RUN, ADAPTERS),
+        (MIGRATE, LIST, SHOW, PUBLISH, SEND, RUN, ADAPTERS, API),
     ),
     Mistake(
         "invalid setting",
@@ -146,7 +147,7 @@ MISTAKES = (
         {},
         "log level 'loud' (--log-level or BUS_LOG_LEVEL) is not valid: "
         "use debug, info, warning or error",
-        (RUN, ADAPTERS),
+        (RUN, ADAPTERS, API),
         extra_args=("--log-level", "loud"),
     ),
     Mistake(
@@ -162,6 +163,13 @@ MISTAKES = (
         "BUS_METRICS_PORT={busy} cannot be served on 127.0.0.1 (Address already in use): "
         "pick a free port, or unset BUS_METRICS_PORT",
         (RUN, ADAPTERS),
+    ),
+    Mistake(
+        "API port in use",
+        {"BUS_API_PORT": "{busy}", "BUS_API_HOST": "127.0.0.1", "BUS_API_TOKENS": "{name}=reader"},
+        "cannot serve the HTTP API on 127.0.0.1:{busy} (Address already in use): "
+        "set BUS_API_HOST / BUS_API_PORT to a free address",
+        (API,),
     ),
 )
 
