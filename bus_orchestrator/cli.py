@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -21,11 +25,11 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from bus_orchestrator.app import App, load_app
 from bus_orchestrator.config import Settings
-from bus_orchestrator.core.state import SagaStatus
+from bus_orchestrator.core.messages import MessageKind
+from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.errors import (
     AppConflictError,
     AppLoadError,
@@ -33,9 +37,11 @@ from bus_orchestrator.errors import (
     DefinitionError,
     DefinitionVersionError,
     SchemaNotMigratedError,
+    ServiceRefusedError,
     StoreUnavailableError,
     TopologyMismatchError,
 )
+from bus_orchestrator.startup import service_error_line
 from bus_orchestrator.telemetry.logs import configure_logging
 from bus_orchestrator.telemetry.metrics import Metrics
 from bus_orchestrator.telemetry.setup import Telemetry, tracer_of, tracer_provider_from_env
@@ -56,14 +62,24 @@ EXAMPLE_APPS = (EXAMPLE_APP, "example:create_onboarding_app")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # never split a hint or a command
 
-START_HINTS = {
-    "RabbitMQ": "rabbitmq-server -detached",
-    "Postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-}
-
 
 def _settings() -> Settings:
-    return Settings()
+    """The settings from the ``BUS_*`` variables; one line naming each bad one, exit 2."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            name = f"BUS_{field.upper()}"
+            value = os.environ.get(name, "")
+            if field.endswith("_url"):
+                value = _without_password(value)
+            elif "token" in field or "secret" in field:
+                value = "***"  # never in an error line
+            why = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}={value!r} is not valid ({why[:1].lower()}{why[1:]})")
+        _fail("; ".join(problems) + ": fix or unset it")
 
 
 AppOption = Annotated[
@@ -92,8 +108,29 @@ def _app(reference: str | None, settings: Settings) -> App:
         raise typer.Exit(2) from exc
 
 
+def _without_password(url: str) -> str:
+    """``url`` with its password, if any, as ``***``: error lines end up in logs."""
+    scheme, at, rest = url.partition("://")
+    credentials, sign, host = rest.rpartition("@")
+    if not at or not sign or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def _fail(line: str, code: int = 2) -> NoReturn:
+    """One line on stderr, then exit (2: a configuration or usage mistake)."""
+    errors.print(f"[bold red]{escape(line)}[/]")
+    raise typer.Exit(code)
+
+
 def _configure_logging(level: str, settings: Settings) -> None:
-    configure_logging(level, settings.log_format, stream=sys.stderr)
+    try:
+        configure_logging(level, settings.log_format, stream=sys.stderr)
+    except ValueError:
+        _fail(
+            f"log level {level!r} (--log-level or BUS_LOG_LEVEL) is not valid: "
+            "use debug, info, warning or error"
+        )
 
 
 @contextmanager
@@ -104,11 +141,16 @@ def _telemetry(
     from bus_orchestrator.telemetry.prometheus import MetricsServer
 
     provider = tracer_provider_from_env(service_name)
-    server = (
-        MetricsServer.start(service_name, settings.metrics_port, settings.metrics_host)
-        if settings.metrics_port is not None and serve_metrics
-        else None
-    )
+    server = None
+    if settings.metrics_port is not None and serve_metrics:
+        try:
+            server = MetricsServer.start(service_name, settings.metrics_port, settings.metrics_host)
+        except OSError as exc:
+            _fail(
+                f"BUS_METRICS_PORT={settings.metrics_port} cannot be served on "
+                f"{settings.metrics_host} ({exc.strerror or exc}): pick a free port, or unset "
+                "BUS_METRICS_PORT"
+            )
     if server is not None:
         logging.getLogger(__name__).info(
             "metrics on http://%s:%d/metrics", server.host, server.port
@@ -125,31 +167,20 @@ def _telemetry(
 
 
 def _run(coro: Awaitable[T]) -> T:
-    """Run a command's coroutine; an unreachable service is a clear message, not a trace."""
+    """Run a command's coroutine; a service that cannot be used as configured is one line
+    naming the setting and the fix (exit 2), not a trace."""
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except StoreUnavailableError as exc:
-        _unreachable("Postgres", Settings().database_url, exc)
-    except BrokerUnavailableError as exc:
-        _unreachable("RabbitMQ", Settings().amqp_url, exc)
     except (
+        StoreUnavailableError,
+        BrokerUnavailableError,
+        ServiceRefusedError,
         AppConflictError,
         DefinitionVersionError,
         SchemaNotMigratedError,
         TopologyMismatchError,
     ) as exc:
-        errors.print(f"[bold red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from exc
-
-
-def _unreachable(service: str, url: str, exc: Exception) -> NoReturn:
-    safe_url = url.split("@")[-1]
-    errors.print(f"[bold red]{service} is not reachable[/] at {safe_url}: {exc}")
-    errors.print(
-        f"Start it with:  [bold]{START_HINTS[service]}[/]  "
-        f"(or point {'BUS_AMQP_URL' if service == 'RabbitMQ' else 'BUS_DATABASE_URL'} at one)"
-    )
-    raise typer.Exit(2)
+        _fail(service_error_line(exc, Settings()) or str(exc))
 
 
 async def _until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -160,7 +191,9 @@ async def _until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> 
     await work(stop)
 
 
-LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
+LogLevel = Annotated[
+    str, typer.Option("--log-level", envvar="BUS_LOG_LEVEL", help="debug, info, warning, error")
+]
 
 
 @app.command()
@@ -251,6 +284,16 @@ def adapters(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
         )
 
 
+MessageTypeArg = Annotated[
+    str,
+    typer.Argument(metavar="TYPE", help="e.g. orders.order_placed.v1, inventory.reserve_stock.v1"),
+]
+DataOption = Annotated[str, typer.Option("--data", help="the message's data, as JSON")]
+CorrelationOption = Annotated[str | None, typer.Option("--correlation-id")]
+IdOption = Annotated[str | None, typer.Option("--id", help="default: a new UUID")]
+SourceOption = Annotated[str, typer.Option("--source")]
+
+
 @app.command()
 def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
     """Serve the app's read-only HTTP API (uvicorn) on BUS_API_HOST:BUS_API_PORT.
@@ -316,28 +359,68 @@ def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
 
 @app.command()
 def publish(
-    message_type: Annotated[
-        str, typer.Argument(metavar="TYPE", help="e.g. orders.order_placed.v1")
-    ],
-    data: Annotated[str, typer.Option("--data", help="the event's data, as JSON")],
-    correlation_id: Annotated[str | None, typer.Option("--correlation-id")] = None,
-    message_id: Annotated[str | None, typer.Option("--id", help="default: a new UUID")] = None,
-    source: Annotated[str, typer.Option("--source")] = "urn:bus-orchestrator:cli",
+    message_type: MessageTypeArg,
+    data: DataOption,
+    correlation_id: CorrelationOption = None,
+    message_id: IdOption = None,
+    source: SourceOption = "urn:bus-orchestrator:cli",
     app_ref: AppOption = None,
 ) -> None:
-    """Publish a business event to ``bus.events`` (validated against its contract first)."""
-    from bus_orchestrator.core.messages import MessageKind
+    """Publish a business event to ``bus.events`` (validated against its contract first).
+
+    A command type is refused: send it with ``send``."""
+    _publish(MessageKind.EVENT, message_type, data, correlation_id, message_id, source, app_ref)
+
+
+@app.command()
+def send(
+    message_type: MessageTypeArg,
+    data: DataOption,
+    correlation_id: CorrelationOption = None,
+    message_id: IdOption = None,
+    source: SourceOption = "urn:bus-orchestrator:cli",
+    app_ref: AppOption = None,
+) -> None:
+    """Send a command to ``bus.commands`` (validated against its contract first), e.g. to
+    drive an adapter by hand. Its reply goes to ``bus.replies`` as any other.
+
+    An event type is refused: publish it with ``publish``."""
+    _publish(MessageKind.COMMAND, message_type, data, correlation_id, message_id, source, app_ref)
+
+
+def _publish(
+    kind: MessageKind,
+    message_type: str,
+    data: str,
+    correlation_id: str | None,
+    message_id: str | None,
+    source: str,
+    app_ref: str | None,
+) -> None:
+    """Validate ``data`` as ``message_type``, which must be a ``kind``, then publish it once
+    (prints its id). The wrong kind is refused with the verb that takes it, exit 2."""
     from bus_orchestrator.runtime.publishing import publish_once
 
+    verb = {MessageKind.EVENT: "publish", MessageKind.COMMAND: "send"}
     settings = _settings()
     registry = _app(app_ref, settings).registry
     contract = registry.get(message_type)
     if contract is None:
-        errors.print(f"[red]unknown message type[/] {message_type!r}; known events:")
+        errors.print(f"[red]unknown message type[/] {message_type!r}; known {kind}s:")
         for known in registry:
-            if known.kind is MessageKind.EVENT:
+            if known.kind is kind:
                 errors.print(f"  {known.message_type}")
         raise typer.Exit(1)
+    if contract.kind is MessageKind.REPLY:
+        _fail(
+            f"{message_type} is a reply: replies are sent by adapters, in answer to a "
+            "command (send the command instead)"
+        )
+    if contract.kind is not kind:
+        _fail(
+            f"{message_type} is {'an' if contract.kind is MessageKind.EVENT else 'a'} "
+            f"{contract.kind}: use `bus-orchestrator {verb[contract.kind]} {message_type}`"
+        )
     try:
         payload = contract.model.model_validate(json.loads(data))
     except (json.JSONDecodeError, ValidationError) as exc:
@@ -349,42 +432,90 @@ def publish(
     console.print(message_id)
 
 
+class Output(StrEnum):
+    """How ``sagas show|list`` print: a table for people, JSON or TSV for scripts."""
+
+    TABLE = "table"
+    JSON = "json"
+    TSV = "tsv"
+
+
+OutputOption = Annotated[
+    Output | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="table (default; fits the terminal, or 80 columns when not on one), json "
+        "(one shape per command) or tsv (a header line, then one line per saga)",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="the same as --output json")]
+
+
+def _output(output: Output | None, as_json: bool) -> Output:
+    if as_json and output not in (None, Output.JSON):
+        _fail(f"--json and --output {output} disagree: give one of them")
+    return Output.JSON if as_json else output or Output.TABLE
+
+
 @sagas_app.command("show")
 def sagas_show(
-    saga: Annotated[str, typer.Argument(metavar="ID", help="saga id or correlation id")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    saga: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="saga id, correlation id, or TYPE/CORRELATION_ID (always one)"
+        ),
+    ],
+    output: OutputOption = None,
+    as_json: JsonOption = False,
     history: Annotated[bool, typer.Option("--history", help="include the audit log")] = False,
     app_ref: AppOption = None,
 ) -> None:
     """Show one saga: its status, steps and entity locks held or awaited (and, with
-    --history, every message in and out)."""
+    --history, every message in and out).
+
+    With --output json, one object. A correlation id that several sagas share (of several
+    types) is refused, exit 2, with the candidates: name one by its saga id or as
+    TYPE/CORRELATION_ID."""
     from bus_orchestrator.store.session import open_store
 
     settings = _settings()
+    shape = _output(output, as_json)
     models = _data_models(_app(app_ref, settings))
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> dict[str, Any] | list[SagaInstance]:
         async with open_store(settings) as store:
-            views = []
-            for instance in await store.find(saga):
-                locks = await store.saga_locks(instance.saga_id) if instance.locks else None
-                model = models.get(instance.saga_type)
-                view = saga_view(instance, settings.jaeger_ui_url, model, locks)
-                if history:
-                    view["history"] = [
-                        history_view(h) for h in await store.history(instance.saga_id)
-                    ]
-                views.append(view)
-            return views
+            found = await store.find(saga)
+            if not found and "/" in saga:
+                saga_type, correlation_id = saga.split("/", 1)
+                found = [i for i in await store.find(correlation_id) if i.saga_type == saga_type]
+            if len(found) != 1:
+                return found
+            [instance] = found
+            locks = await store.saga_locks(instance.saga_id) if instance.locks else None
+            model = models.get(instance.saga_type)
+            view = saga_view(instance, settings.jaeger_ui_url, model, locks)
+            if history:
+                view["history"] = [history_view(h) for h in await store.history(instance.saga_id)]
+            return view
 
-    views = _run(main())
-    if not views:
-        errors.print(f"no saga with id or correlation id {saga!r}")
-        raise typer.Exit(1)
-    if as_json:
-        print(json.dumps(views[0] if len(views) == 1 else views, indent=2))
-        return
-    for view in views:
+    view = _run(main())
+    if isinstance(view, list):
+        if not view:
+            errors.print(f"no saga with id or correlation id {saga!r}")
+            raise typer.Exit(1)
+        candidates = ", ".join(
+            f"{i.saga_type}/{i.correlation_id} ({i.saga_id}, {i.status})" for i in view
+        )
+        _fail(
+            f"{saga!r} is the correlation id of {len(view)} sagas: {candidates}; "
+            "show one by its saga id or as TYPE/CORRELATION_ID"
+        )
+    if shape is Output.JSON:
+        print(json.dumps(view, indent=2))
+    elif shape is Output.TSV:
+        _print_tsv([view])
+    else:
         _print_saga(view)
 
 
@@ -413,13 +544,18 @@ def sagas_list(
     status: Annotated[SagaStatus | None, typer.Option("--status")] = None,
     saga_type: Annotated[str | None, typer.Option("--type")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: OutputOption = None,
+    as_json: JsonOption = False,
     app_ref: AppOption = None,
 ) -> None:
-    """List sagas, newest first."""
+    """List sagas, newest first (with --output json, always a list).
+
+    The table names each saga as TYPE/CORRELATION_ID, which ``sagas show`` takes; the saga
+    ids are in --output json and tsv."""
     from bus_orchestrator.store.session import open_store
 
     settings = _settings()
+    shape = _output(output, as_json)
     models = _data_models(_app(app_ref, settings))
 
     async def main() -> list[dict[str, Any]]:
@@ -428,63 +564,127 @@ def sagas_list(
             return [saga_view(i, settings.jaeger_ui_url, models.get(i.saga_type)) for i in found]
 
     views = _run(main())
-    if as_json:
+    if shape is Output.JSON:
         print(json.dumps(views, indent=2))
-        return
-    table = Table("saga id", "type", "correlation id", "status", "updated", "failure")
-    for view in views:
-        table.add_row(
-            view["saga_id"],
-            view["saga_type"],
-            view["correlation_id"],
-            view["status"],
-            view["updated_at"],
-            view["failure"] or "",
+    elif shape is Output.TSV:
+        _print_tsv(views)
+    else:
+        _print_table(
+            ("SAGA", "STATUS", "UPDATED", "FAILURE"),
+            [
+                (
+                    f"{v['saga_type']}/{v['correlation_id']}",
+                    v["status"],
+                    _when(v["updated_at"]),
+                    v["failure"] or "",
+                )
+                for v in views
+            ],
+            shrink=(3, 0),
         )
-    console.print(table)
+
+
+TSV_COLUMNS = (
+    "saga_id",
+    "saga_type",
+    "correlation_id",
+    "status",
+    "created_at",
+    "updated_at",
+    "failure",
+)
+
+
+def _print_tsv(views: list[dict[str, Any]]) -> None:
+    """A header line, then one line per saga: tabs and line breaks in a value become spaces,
+    a missing value is empty."""
+    print("\t".join(TSV_COLUMNS))
+    for view in views:
+        cells = ("" if view[c] is None else str(view[c]) for c in TSV_COLUMNS)
+        print("\t".join(" ".join(cell.split("\t")).replace("\n", " ") for cell in cells))
+
+
+def _when(iso: str) -> str:
+    """``2026-11-29 21:45:12Z``: to the second, in UTC."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print_table(
+    headers: tuple[str, ...], rows: list[tuple[str, ...]], *, shrink: tuple[int, ...]
+) -> None:
+    """Plain columns (no colour, no box) as wide as the terminal, or 80 columns when stdout
+    is not one (``COLUMNS`` overrides). When too wide, the columns in ``shrink`` are cut,
+    in that order, down to their header's width, with an ellipsis."""
+    width = shutil.get_terminal_size().columns
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for column in shrink:
+        cut = max(0, min(excess, widths[column] - len(headers[column])))
+        widths[column] -= cut
+        excess -= cut
+
+    def fit(cell: str, size: int) -> str:
+        cell = " ".join(cell.split())
+        return cell if len(cell) <= size else cell[: size - 1] + "\u2026"
+
+    for row in (headers, *rows):
+        print("  ".join(fit(c, w).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _print_saga(view: dict[str, Any]) -> None:
-    console.print(
-        f"[bold]{view['saga_type']}[/] {view['correlation_id']}  id {view['saga_id']}  "
-        f"[bold]{view['status']}[/]  (created {view['created_at']}, updated {view['updated_at']})"
-    )
+    """One saga for people: plain lines, then its steps as a table that fits the terminal
+    (80 columns when not on one); each step's error in full below it."""
+    print(f"{view['saga_type']}/{view['correlation_id']}  {view['status']}")
+    print(f"  saga id: {view['saga_id']}")
+    print(f"  created: {_when(view['created_at'])}, updated: {_when(view['updated_at'])}")
     if view["failure"]:
-        console.print(f"  reason: {view['failure']}")
+        print(f"  reason: {view['failure']}")
     if view["trace_id"]:
-        console.print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
+        print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
     if view["in_flight"]:
-        console.print(f"  in flight: {', '.join(view['in_flight'])} (until {view['deadline']})")
+        print(f"  in flight: {', '.join(view['in_flight'])} (until {_when(view['deadline'])})")
     for early in view["early_events"]:
-        console.print(f"  kept for a later wait: {early}")
+        print(f"  kept for a later wait: {early}")
     for held in view.get("locks", {}).get("held", []):
-        console.print(f"  holds lock {held['key']} since {held['since']}")
+        print(f"  holds lock {held['key']} since {held['since']}")
     for awaited in view.get("locks", {}).get("awaited", []):
         holder = f"held by saga {awaited['holder']}" if awaited["holder"] else "free"
-        console.print(
+        print(
             f"  waits for lock {awaited['key']}: number {awaited['place']} in line, "
             f"{holder} (waiting since {awaited['since']})"
         )
-    table = Table(
-        "step", "status", "command", "attempts", "try", "retry at", "started", "finished", "error"
+    print()
+
+    def name(step: dict[str, Any]) -> str:
+        return f"{step['group']}: {step['name']}" if step["group"] else step["name"]
+
+    def short(iso: str | None) -> str:
+        return _when(iso)[5:-1] if iso else ""  # 11-29 21:45:12: the date is above
+
+    _print_table(
+        ("STEP", "STATUS", "ATTEMPTS", "TRY", "RETRY AT", "FINISHED"),
+        [
+            (
+                name(step),
+                step["status"],
+                str(step["attempts"]),
+                str(step["tries"]),
+                short(step["retry_at"]),
+                short(step["finished_at"]),
+            )
+            for step in view["steps"]
+        ],
+        shrink=(0,),
     )
     for step in view["steps"]:
-        table.add_row(
-            f"{step['group']}: {step['name']}" if step["group"] else step["name"],
-            step["status"],
-            step["command_type"],
-            str(step["attempts"]),
-            str(step["tries"]),
-            step["retry_at"] or "",
-            step["started_at"],
-            step["finished_at"] or "",
-            step["error"] or "",
-        )
-    console.print(table)
+        if step["error"]:
+            print(f"  {name(step)}: {step['error']}")
+    if "history" in view:
+        print()
     for entry in view.get("history", []):
-        console.print(
-            f"  {entry['at']} {entry['direction']:>3} {entry['message_type']} "
-            f"{entry['message_id']} {entry['outcome']} {entry['note']}"
+        print(
+            f"  {_when(entry['at'])} {entry['direction']:>3} {entry['message_type']} "
+            f"{entry['message_id']} {entry['outcome']} {entry['note']}".rstrip()
         )
 
 
@@ -541,8 +741,7 @@ def contracts_check(
     try:
         baseline = load_baseline(against, repo=Path.cwd(), schemas_dir=f"{out}/schemas")
     except ContractCheckError as exc:
-        errors.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from exc
+        _fail(str(exc))
     changes = compare(baseline, registry_schemas(application.registry, application.name))
     if as_json:
         print(json.dumps(report_json(changes), indent=2))

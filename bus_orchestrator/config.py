@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -111,6 +112,18 @@ class Settings(BaseSettings):
         default=False, description="Serve the HTTP API without tokens (no access control)"
     )
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, url: str) -> str:
+        return _url(url, ("amqp", "amqps"), "amqp://user:password@host:5672/vhost")
+
+    @field_validator("database_url", "adapters_database_url")
+    @classmethod
+    def _database_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        return _url(url, ("postgresql", "postgres"), "postgresql://user:password@host:5432/db")
+
     def for_adapters(self) -> Settings:
         """These settings with the adapters' database (their command log) as the database.
 
@@ -132,3 +145,16 @@ class Settings(BaseSettings):
             self.database_url,
             self.database_schema,
         )
+
+
+def _url(url: str, schemes: tuple[str, ...], example: str) -> str:
+    """``url`` if its scheme is one of ``schemes`` and its port a number (else a
+    ``ValueError`` showing an ``example``): a typo is reported at start, not by a driver."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{exc}; expected a URL like {example}") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"expected a URL like {example}")
+    return url

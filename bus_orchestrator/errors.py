@@ -6,6 +6,9 @@ BusOrchestratorError                 root; ``retryable`` says whether trying aga
 ├── ConcurrencyConflictError         the saga changed under us; reload and decide again
 ├── StoreUnavailableError            Postgres is unreachable or timed out (retryable)
 ├── BrokerUnavailableError           RabbitMQ is unreachable or timed out (retryable)
+├── ServiceRefusedError              Postgres or RabbitMQ answered and refused the settings
+│   ├── StoreRefusedError            wrong user or password, or no such database
+│   └── BrokerRefusedError           wrong user or password, or no such vhost (or no access)
 ├── SagaNotFoundError                no saga with that id or correlation id
 ├── TimerError                       a due timer cannot be fired here (e.g. unknown saga type)
 ├── AppLoadError                     an --app reference that names no application
@@ -76,6 +79,27 @@ class BrokerUnavailableError(BusOrchestratorError):
     """The message broker cannot be reached."""
 
     retryable = True
+
+
+class ServiceRefusedError(BusOrchestratorError):
+    """The service answered, and refused what the settings ask: waiting will not help.
+
+    ``problem`` is ``"credentials"``, ``"database"`` or ``"vhost"``; ``detail`` is the
+    service's own words.
+    """
+
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(f"{problem}: {detail}")
+        self.problem = problem
+        self.detail = detail
+
+
+class StoreRefusedError(ServiceRefusedError):
+    """Postgres refused the login: an unknown role, a wrong password, no such database."""
+
+
+class BrokerRefusedError(ServiceRefusedError):
+    """RabbitMQ refused the login or the vhost."""
 
 
 class SagaNotFoundError(BusOrchestratorError):

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tenacity import (
     AsyncRetrying,
@@ -29,8 +30,10 @@ from tenacity import (
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.errors import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     BusOrchestratorError,
+    StoreRefusedError,
     StoreUnavailableError,
 )
 
@@ -73,6 +76,8 @@ def _why(exc: BaseException) -> str:
         for kind, text in _KNOWN:
             if isinstance(link, kind):
                 return text
+        if isinstance(link, OSError) and errno.ECONNREFUSED in (link.errno, *link.args[:1]):
+            return "connection refused"  # aiormq's AMQPConnectionError(111, ...)
     told = [link for link in chain if not isinstance(link, asyncio.CancelledError)]
     root = told[-1] if told else exc
     text = " ".join(str(root).split()) or type(root).__name__
@@ -173,3 +178,69 @@ async def _attempt(
         await undo()
         raise
     return True
+
+
+# -- one line for an operator: what is wrong, which setting, what to do ------------------
+
+START_HINTS = {
+    "RabbitMQ": "rabbitmq-server -detached",
+    "Postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+}
+
+
+def _where(url: str, port: int) -> tuple[str, str, str]:
+    """``host:port``, the user and the path (database or vhost) of a service URL."""
+    try:
+        parts = urlsplit(url)
+        return (
+            f"{parts.hostname or '127.0.0.1'}:{parts.port or port}",
+            parts.username or "",
+            unquote(parts.path[1:]) if parts.path.startswith("/") else parts.path,
+        )
+    except ValueError:
+        return "?", "", ""
+
+
+def _database_setting(settings: Settings) -> str:
+    if settings.adapters_database_url is not None:
+        return "BUS_DATABASE_URL (or BUS_ADAPTERS_DATABASE_URL)"
+    return "BUS_DATABASE_URL"
+
+
+def service_error_line(exc: BaseException, settings: Settings) -> str | None:
+    """One line naming what is wrong, the setting and the fix, for a service that cannot be
+    used as configured; ``None`` when ``exc`` is not about connecting to one."""
+    database = _database_setting(settings)
+    if isinstance(exc, StoreRefusedError):
+        where, user, name = _where(settings.database_url, 5432)
+        if exc.problem == "database":
+            return (
+                f"Postgres at {where} has no database {name!r}: create it (createdb {name}) "
+                f"or name an existing one in {database}"
+            )
+        return (
+            f"Postgres at {where} refused user {user!r} ({exc.detail}): "
+            f"wrong user or password in {database}"
+        )
+    if isinstance(exc, BrokerRefusedError):
+        where, user, vhost = _where(settings.amqp_url, 5672)
+        if exc.problem == "vhost":
+            return (
+                f"RabbitMQ at {where} refused vhost {vhost or '/'!r} to user {user!r}: it does "
+                f"not exist or the user may not use it; create it (rabbitmqctl add_vhost "
+                f"{vhost}) and grant access, or name another one in BUS_AMQP_URL"
+            )
+        return f"RabbitMQ at {where} refused the login: wrong user or password in BUS_AMQP_URL"
+    if isinstance(exc, StoreUnavailableError):
+        where, _, _ = _where(settings.database_url, 5432)
+        return (
+            f"Postgres is not reachable at {where} ({_why(exc)}): start it "
+            f"({START_HINTS['Postgres']}) or point {database} at one"
+        )
+    if isinstance(exc, BrokerUnavailableError):
+        where, _, _ = _where(settings.amqp_url, 5672)
+        return (
+            f"RabbitMQ is not reachable at {where} ({_why(exc)}): start it "
+            f"({START_HINTS['RabbitMQ']}) or point BUS_AMQP_URL at one"
+        )
+    return None

@@ -157,14 +157,23 @@ def load_baseline(
     there is one, else of ``schemas_dir`` at git ref ``against`` of ``repo``.
 
     The type string is the schema's ``x-message-type`` (else the file name without ``.json``).
-    Raises ``ContractCheckError`` for an unknown ref, a ref without ``schemas_dir``, or a file
-    that is not a JSON object.
+    Raises ``ContractCheckError`` for an unknown ref, a ref without ``schemas_dir``, a
+    baseline without any schema, or a file that is not a JSON object.
     """
     directory = Path(against)
     if directory.is_dir():
         files = [(path.name, path.read_text(encoding="utf-8")) for path in directory.glob("*.json")]
-        return _index(files, source=str(directory))
-    return _index(_files_at_ref(against, repo, schemas_dir), source=f"{against}:{schemas_dir}")
+        source = str(directory)
+    else:
+        files = _files_at_ref(against, repo, schemas_dir)
+        source = f"{against}:{schemas_dir}"
+    if not files:
+        # Against nothing, every message type would be "new" and the check would pass.
+        raise ContractCheckError(
+            f"{source} holds no schemas (*.json): point --against at a folder or git ref "
+            "with the schemas `bus-orchestrator contracts export` writes"
+        )
+    return _index(files, source=source)
 
 
 # -- comparing one message type ------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Which asyncpg failures mean "Postgres is unavailable", in one place.
 
-Connection-level failures become ``StoreUnavailableError`` (retryable). Everything else
+Connection-level failures become ``StoreUnavailableError`` (retryable); a login Postgres
+refuses (an unknown role, a wrong password, no such database) ``StoreRefusedError``, which
+waiting will not fix. Everything else
 (constraint violations, bad SQL) passes through untouched: those are the caller's business
 or bugs, and retrying would not help.
 """
@@ -11,7 +13,7 @@ from types import TracebackType
 
 import asyncpg
 
-from bus_orchestrator.errors import StoreUnavailableError
+from bus_orchestrator.errors import StoreRefusedError, StoreUnavailableError
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable; TimeoutError (command_timeout) is an OSError too
@@ -42,6 +44,14 @@ class _DriverErrors:
     ) -> None:
         if exc is None:
             return
+        if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
+            raise StoreRefusedError("database", str(exc)) from exc
+        if isinstance(
+            exc,
+            asyncpg.exceptions.InvalidAuthorizationSpecificationError
+            | asyncpg.exceptions.InvalidPasswordError,
+        ):
+            raise StoreRefusedError("credentials", str(exc)) from exc
         # asyncpg reports a closed pool or connection as a bare InterfaceError.
         closed = isinstance(exc, asyncpg.exceptions.InterfaceError) and (
             "closed" in str(exc) or "closing" in str(exc)

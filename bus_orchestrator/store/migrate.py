@@ -101,6 +101,6 @@ async def require_migrated(pool: asyncpg.Pool, schema: str, only: str | None = N
     missing = [version for version, _ in available(only) if version not in done]
     if missing:
         raise SchemaNotMigratedError(
-            f"schema {schema!r} lacks migrations {missing}: run 'bus-orchestrator migrate"
-            + (" --adapters'" if only == ADAPTER_MIGRATIONS else "'")
+            f"schema {schema!r} (BUS_DATABASE_SCHEMA) lacks migrations {missing}: run "
+            "'bus-orchestrator migrate" + (" --adapters'" if only == ADAPTER_MIGRATIONS else "'")
         )

@@ -23,8 +23,13 @@ async def connect_once(settings: Settings) -> asyncpg.Connection:
 
 @asynccontextmanager
 async def open_store(settings: Settings, pool_size: int = 2) -> AsyncIterator[PostgresSagaStore]:
+    """The saga store, for reading; raises ``SchemaNotMigratedError`` on a schema that lacks
+    migrations (rather than failing on a missing table or column)."""
+    from bus_orchestrator.store.migrate import require_migrated
+
     pool = await create_pool(settings.model_copy(update={"db_pool_size": pool_size}))
     try:
+        await require_migrated(pool, settings.database_schema)
         yield PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
     finally:
         await pool.close()

@@ -38,12 +38,20 @@ from aio_pika.exceptions import (
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
 )
-from aiormq.exceptions import ChannelAccessRefused
+from aiormq.exceptions import (
+    ChannelAccessRefused,
+    InvalidFrameError,
+    ProbableAuthenticationError,
+)
 from pamqp.common import FieldTable
 
 from bus_orchestrator.core.lifecycle import ENDS
 from bus_orchestrator.core.messages import EXCHANGES, MessageKind
-from bus_orchestrator.errors import BrokerUnavailableError, TopologyMismatchError
+from bus_orchestrator.errors import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    TopologyMismatchError,
+)
 
 T = TypeVar("T")
 
@@ -300,7 +308,18 @@ async def connect(url: str, name: str = "") -> aio_pika.abc.AbstractRobustConnec
     first connection cannot be made.
     """
     properties: FieldTable | None = {"connection_name": name} if name else None
+    from bus_orchestrator.startup import quiet  # aiormq logs the failure too: one line is enough
+
     try:
-        return await aio_pika.connect_robust(url, client_properties=properties)
+        with quiet():
+            return await aio_pika.connect_robust(url, client_properties=properties)
+    except ProbableAuthenticationError as exc:
+        raise BrokerRefusedError("credentials", str(exc)) from exc
+    except InvalidFrameError as exc:
+        # RabbitMQ answers Connection.Open with Connection.Close for a vhost that does not
+        # exist or that the user may not use; aiormq keeps only that it was not OpenOk.
+        if "Connection.Close" not in str(exc):
+            raise BrokerUnavailableError(f"RabbitMQ is not reachable: {exc}") from exc
+        raise BrokerRefusedError("vhost", str(exc)) from exc
     except (OSError, ConnectionError, TimeoutError, AMQPError) as exc:
         raise BrokerUnavailableError(f"RabbitMQ is not reachable: {exc}") from exc

@@ -186,3 +186,60 @@ async def test_an_unmigrated_schema_is_refused_at_start(
     code, _, err = await cli(settings, command)
     assert code == 2
     assert "lacks migrations" in err and "bus-orchestrator migrate" in err
+
+
+async def test_send_puts_a_command_on_bus_commands(settings: Settings, bus: TestBus) -> None:
+    commands = await bus.tap(bus.topology.commands)
+    data = {"order_id": "o-7", "reservation_id": "r-7"}
+    code, out, err = await cli(
+        settings,
+        "send",
+        "inventory.release_stock.v1",
+        "--data",
+        json.dumps(data),
+        "--correlation-id",
+        "o-7",
+    )
+    assert code == 0, err
+    [message] = await bus.drain(commands, 1)
+    assert message.routing_key == "inventory.release_stock.v1"  # binary mode: ce- headers
+    assert message.headers["ce-id"] == out.strip()
+    assert message.headers["ce-correlationid"] == "o-7"
+    assert json.loads(message.body)["order_id"] == "o-7"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("publish", "inventory.release_stock.v1", "--data", '{"order_id": "o-8"}'),
+            "inventory.release_stock.v1 is a command: use "
+            "`bus-orchestrator send inventory.release_stock.v1`",
+        ),
+        (
+            ("send", "orders.order_cancelled.v1", "--data", '{"order_id": "o-8"}'),
+            "orders.order_cancelled.v1 is an event: use "
+            "`bus-orchestrator publish orders.order_cancelled.v1`",
+        ),
+        *(
+            (
+                (verb, "inventory.stock_released.v1", "--data", '{"order_id": "o-8"}'),
+                "inventory.stock_released.v1 is a reply: replies are sent by adapters, in "
+                "answer to a command (send the command instead)",
+            )
+            for verb in ("publish", "send")
+        ),
+    ],
+)
+async def test_publish_and_send_refuse_the_other_kind_and_publish_nothing(
+    settings: Settings, bus: TestBus, args: tuple[str, ...], line: str
+) -> None:
+    taps = [
+        await bus.tap(exchange)
+        for exchange in (bus.topology.events, bus.topology.commands, bus.topology.replies)
+    ]
+    code, out, err = await cli(settings, *args)
+    assert (code, out, err.splitlines()) == (2, "", [line])
+    await asyncio.sleep(0.5)
+    for tap in taps:
+        assert await tap.get(no_ack=True, fail=False) is None

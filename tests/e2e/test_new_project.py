@@ -4,7 +4,9 @@ once with the harness and whose app runs with ``--app`` on the real broker and d
 from __future__ import annotations
 
 import asyncio
+import compileall
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +103,45 @@ async def test_new_refuses_a_folder_that_is_not_empty(tmp_path: Path, settings: 
     assert code == 2 and "not an empty folder" in err
     code, _, err = await cli(settings, "new", str(tmp_path / "9lives"))
     assert code == 2 and "package name" in err
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in root.rglob("*")
+    }
+
+
+async def test_contracts_check_works_from_an_installed_package_and_writes_nothing_there(
+    project: Path, settings: Settings, tmp_path: Path
+) -> None:
+    env = {"BUS_APP": APP}
+    code, _, err = await cli(settings, "contracts", "export", cwd=project, **env)
+    assert code == 0, err
+    # Installed as pip would: the package alone, compiled, in a folder on the path; the
+    # check runs in a folder of its own, far from the project and its contracts/.
+    site = tmp_path / "site-packages"
+    shutil.copytree(project / "acme_onboarding", site / "acme_onboarding")
+    compileall.compile_dir(site, quiet=1)
+    before = _tree(site)
+    elsewhere = tmp_path / "ci"
+    elsewhere.mkdir()
+    installed = {**env, "PYTHONPATH": str(site)}
+
+    code, out, err = await cli(
+        settings,
+        "contracts",
+        "check",
+        "--against",
+        str(project / "contracts" / "schemas"),
+        cwd=elsewhere,
+        **installed,
+    )
+    assert (code, out.strip()) == (0, "No contract changes."), err
+    code, out, err = await cli(
+        settings, "contracts", "check", "--against", str(elsewhere), cwd=elsewhere, **installed
+    )
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "holds no schemas" in err
+    assert _tree(site) == before
+    assert list(elsewhere.iterdir()) == []

@@ -55,3 +55,16 @@ def test_without_an_app_the_command_says_how_to_name_one() -> None:
     result = CliRunner(env={"BUS_APP": None}).invoke(app, ["contracts", "export"])
     assert result.exit_code == 2
     assert "--app module:attribute (or BUS_APP)" in result.output
+
+
+def test_check_against_a_baseline_without_schemas_fails_in_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "README.md").write_text("no schemas here")
+    result = runner.invoke(app, ["contracts", "check", "--against", str(empty)])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"{empty} holds no schemas (*.json): point --against at a folder or git ref with the "
+        "schemas `bus-orchestrator contracts export` writes"
+    ]

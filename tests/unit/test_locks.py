@@ -298,10 +298,8 @@ async def test_the_lock_sweep_grants_what_a_crash_before_the_grant_left() -> Non
 
 
 async def test_sagas_show_prints_the_locks_held_and_the_place_in_line(
-    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from rich.console import Console
-
     from bus_orchestrator import cli
 
     harness = _harness()
@@ -322,10 +320,8 @@ async def test_sagas_show_prints_the_locks_held_and_the_place_in_line(
     ]
     assert "locks" not in saga_view(holder)  # shown only when asked for
 
-    console = Console(width=400, record=True)
-    monkeypatch.setattr(cli, "console", console)
     for view in views:
         cli._print_saga(view)
-    text = console.export_text()
+    text = capsys.readouterr().out
     assert f"holds lock customer:c-1 since {harness.clock.now.isoformat()}" in text
     assert f"waits for lock customer:c-1: number 2 in line, held by saga {holder.saga_id}" in text
