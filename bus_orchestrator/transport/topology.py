@@ -172,14 +172,9 @@ class Topology:
         ``LIFECYCLE_MAX_LENGTH``, each for ``LIFECYCLE_TTL_MS`` at most, the oldest dropped
         first, so the queue never grows without bound and nobody need consume it. A system
         that must see every end event binds a queue of its own to the keys it wants.
-
-        A classic queue: length limit, drop-head and per-message TTL are its oldest
-        features, and a feed needs no replication. (As a quorum queue on RabbitMQ 3.10,
-        under the test suite's queue churn, the node twice stopped answering new
-        connections right after declaring it.)
         """
         arguments: dict[str, str | int] = {
-            "x-queue-type": "classic",
+            "x-queue-type": "quorum",
             "x-max-length": LIFECYCLE_MAX_LENGTH,
             "x-overflow": "drop-head",
             "x-message-ttl": LIFECYCLE_TTL_MS,

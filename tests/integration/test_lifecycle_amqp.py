@@ -150,9 +150,9 @@ async def test_bus_lifecycle_declared_with_other_bounds_stops_start_up_with_one_
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        # as a client reading an older contract would: a plain classic queue, no bounds
+        # as a client reading an older contract would: a plain quorum queue, no bounds
         await channel.declare_queue(
-            topology.lifecycle, durable=True, arguments={"x-queue-type": "classic"}
+            topology.lifecycle, durable=True, arguments={"x-queue-type": "quorum"}
         )
         with pytest.raises(TopologyMismatchError) as caught:
             await start_coordinator(settings)

@@ -175,7 +175,7 @@ def test_the_lifecycle_feed_is_declared_with_its_bounds_and_end_event_bindings(
 ) -> None:
     [lifecycle] = [q for q in document["x-topology"]["queues"] if q["name"] == "bus.lifecycle"]
     assert lifecycle["arguments"] == {
-        "x-queue-type": "classic",
+        "x-queue-type": "quorum",
         "x-max-length": 100_000,
         "x-overflow": "drop-head",
         "x-message-ttl": 7 * 24 * 3600 * 1000,

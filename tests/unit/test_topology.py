@@ -10,11 +10,11 @@ from bus_orchestrator.testing.bus import topic_matches
 from bus_orchestrator.transport.topology import Topology, mismatch
 
 
-def test_the_lifecycle_queue_is_a_bounded_classic_queue_bound_to_end_events() -> None:
+def test_the_lifecycle_queue_is_a_bounded_quorum_queue_bound_to_end_events() -> None:
     spec = Topology("p.").lifecycle_queue()
     assert spec.name == "p.bus.lifecycle"
     assert spec.arguments == {
-        "x-queue-type": "classic",
+        "x-queue-type": "quorum",
         "x-max-length": 100_000,
         "x-overflow": "drop-head",
         "x-message-ttl": 7 * 24 * 60 * 60 * 1000,
