@@ -45,7 +45,7 @@ from bus_orchestrator.startup import service_error_line
 from bus_orchestrator.telemetry.logs import configure_logging
 from bus_orchestrator.telemetry.metrics import Metrics
 from bus_orchestrator.telemetry.setup import Telemetry, tracer_of, tracer_provider_from_env
-from bus_orchestrator.views import history_view, saga_view
+from bus_orchestrator.views import find_saga, history_view, saga_view
 
 T = TypeVar("T")
 
@@ -485,10 +485,7 @@ def sagas_show(
 
     async def main() -> dict[str, Any] | list[SagaInstance]:
         async with open_store(settings) as store:
-            found = await store.find(saga)
-            if not found and "/" in saga:
-                saga_type, correlation_id = saga.split("/", 1)
-                found = [i for i in await store.find(correlation_id) if i.saga_type == saga_type]
+            found = await find_saga(store.find, saga)
             if len(found) != 1:
                 return found
             [instance] = found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from pydantic import BaseModel
@@ -106,3 +107,24 @@ def history_view(entry: HistoryEntry) -> dict[str, Any]:
         "outcome": entry.outcome,
         "note": entry.note,
     }
+
+
+async def find_saga(
+    find: Callable[[str], Awaitable[list[SagaInstance]]],
+    ref: str,
+    saga_types: Collection[str] | None = None,
+) -> list[SagaInstance]:
+    """The sagas ``ref`` names, for the CLI and the API alike: the one whose saga id it is;
+    else those whose correlation id it is (several: the caller refuses and lists them);
+    else, for ``TYPE/CORRELATION_ID``, that saga. Only sagas of ``saga_types`` when given.
+    ``find`` is the store's ``find``."""
+
+    def kept(sagas: list[SagaInstance]) -> list[SagaInstance]:
+        return [s for s in sagas if saga_types is None or s.saga_type in saga_types]
+
+    found = kept(await find(ref))
+    exact = [s for s in found if s.saga_id == ref]
+    if exact or found or "/" not in ref:
+        return exact or found
+    saga_type, correlation_id = ref.split("/", 1)
+    return [s for s in kept(await find(correlation_id)) if s.saga_type == saga_type]

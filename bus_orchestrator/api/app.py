@@ -55,7 +55,7 @@ from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.errors import StoreUnavailableError
 from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader
 from bus_orchestrator.telemetry.tracing import trace_id_of
-from bus_orchestrator.views import history_view, saga_view
+from bus_orchestrator.views import find_saga, history_view, saga_view
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +178,7 @@ def create_api(
 
     async def resolve(request: Request, id_or_correlation: str) -> SagaInstance:
         """The saga of this app with that id, else with that correlation id."""
-        found = [s for s in await reader(request).find(id_or_correlation) if s.saga_type in scope]
-        exact = [s for s in found if s.saga_id == id_or_correlation]
-        if exact:
-            return exact[0]
+        found = await find_saga(reader(request).find, id_or_correlation, scope)
         if not found:
             raise ApiError(
                 404,
