@@ -2,7 +2,9 @@
 
 Tokens come from ``BUS_API_TOKENS`` (``token=role,...``) and from the file named by
 ``BUS_API_TOKENS_FILE`` (the same pairs, one a line or comma-separated; ``#`` starts a
-comment line). A ``reader`` may use the GET routes, an ``operator`` every route. A token
+comment line). A ``reader`` may use the GET routes, an ``operator`` every route. An entry
+may name who holds the token, ``token=operator:alice``: the name is what the saga's history
+records of an operator's action (else the entry's number, ``operator token 2``). A token
 is compared with each known token in constant time (``hmac.compare_digest``), and never
 appears in a log line or an error.
 """
@@ -10,7 +12,9 @@ appears in a log line or an error.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -27,6 +31,19 @@ class Role(StrEnum):
         return self is Role.OPERATOR or needed is Role.READER
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who presented a token: its role, and the name the history records."""
+
+    role: Role
+    name: str
+
+
+INSECURE_CALLER = Caller(Role.OPERATOR, "anonymous (BUS_API_INSECURE)")
+
+_NAME = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
+
+
 class ApiConfigError(Exception):
     """The API's access control is misconfigured: a one-line reason naming the setting."""
 
@@ -34,8 +51,14 @@ class ApiConfigError(Exception):
 class ApiTokens:
     """The tokens the API accepts, each with its role."""
 
-    def __init__(self, pairs: Iterable[tuple[str, Role]]) -> None:
-        self._pairs = tuple((token.encode(), role) for token, role in pairs)
+    def __init__(self, pairs: Iterable[tuple[str, Role] | tuple[str, Role, str]]) -> None:
+        self._pairs = tuple(
+            (
+                entry[0].encode(),
+                Caller(entry[1], entry[2] if len(entry) > 2 else f"{entry[1]} token {n}"),
+            )
+            for n, entry in enumerate(pairs, start=1)
+        )
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -44,20 +67,26 @@ class ApiTokens:
         return f"ApiTokens({len(self._pairs)} tokens)"
 
     def role_of(self, presented: str) -> Role | None:
-        """The role of ``presented``, or ``None``. Every known token is compared, each in
+        """The role of ``presented``, or ``None``."""
+        caller = self.caller_of(presented)
+        return None if caller is None else caller.role
+
+    def caller_of(self, presented: str) -> Caller | None:
+        """Who holds ``presented``, or ``None``. Every known token is compared, each in
         constant time, so the time taken says nothing of which one (nearly) matched."""
         candidate = presented.encode()
-        found: Role | None = None
-        for token, role in self._pairs:
+        found: Caller | None = None
+        for token, caller in self._pairs:
             if hmac.compare_digest(token, candidate):
-                found = role
+                found = caller
         return found
 
 
-def parse_tokens(text: str, setting: str) -> list[tuple[str, Role]]:
-    """The ``token=role`` pairs of ``text``; ``ApiConfigError`` names the entry (by number,
-    never by its token) when one is malformed."""
-    pairs: list[tuple[str, Role]] = []
+def parse_tokens(text: str, setting: str) -> list[tuple[str, Role, str]]:
+    """The ``token=role[:name]`` entries of ``text``; ``ApiConfigError`` names the entry (by
+    number, never by its token) when one is malformed. An entry without a name is named
+    after its role and number."""
+    pairs: list[tuple[str, Role, str]] = []
     entries = [
         entry.strip()
         for line in text.splitlines()
@@ -70,8 +99,20 @@ def parse_tokens(text: str, setting: str) -> list[tuple[str, Role]]:
             raise ApiConfigError(
                 f"{setting}: entry {number} is not token=role (roles: reader, operator)"
             )
+        role, colon, name = role.partition(":")
+        if colon and not _NAME.match(name.strip()):
+            raise ApiConfigError(
+                f"{setting}: entry {number} has a bad name after its role: use letters, "
+                "digits and ._@+- (at most 64)"
+            )
         try:
-            pairs.append((token.strip(), Role(role.strip())))
+            pairs.append(
+                (
+                    token.strip(),
+                    Role(role.strip()),
+                    name.strip() or f"{role.strip()} token {number}",
+                )
+            )
         except ValueError:
             raise ApiConfigError(
                 f"{setting}: entry {number} has an unknown role; roles: reader, operator"
@@ -82,7 +123,7 @@ def parse_tokens(text: str, setting: str) -> list[tuple[str, Role]]:
 def load_tokens(settings: Settings) -> ApiTokens:
     """The tokens of ``BUS_API_TOKENS`` and ``BUS_API_TOKENS_FILE`` (empty when neither
     is set); ``ApiConfigError`` when one is malformed or the file cannot be read."""
-    pairs: list[tuple[str, Role]] = []
+    pairs: list[tuple[str, Role, str]] = []
     if settings.api_tokens is not None:
         pairs += parse_tokens(settings.api_tokens.get_secret_value(), "BUS_API_TOKENS")
     if settings.api_tokens_file:

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from bus_orchestrator.api import ApiConfigError, ApiTokens, Role, create_api, load_tokens
-from bus_orchestrator.api.auth import parse_tokens
+from bus_orchestrator.api.auth import Caller, parse_tokens
 from bus_orchestrator.api.guard import OPERATOR, require
 from bus_orchestrator.config import Settings
 from bus_orchestrator.store.memory import InMemorySagaStore
@@ -40,8 +40,14 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def test_tokens_parse_from_pairs_lines_and_comments(tmp_path: Path) -> None:
-    assert parse_tokens("a=reader,b=operator", "X") == [("a", Role.READER), ("b", Role.OPERATOR)]
-    assert parse_tokens("# ops\n b64==operator \n\n", "X") == [("b64=", Role.OPERATOR)]
+    assert parse_tokens("a=reader,b=operator", "X") == [
+        ("a", Role.READER, "reader token 1"),
+        ("b", Role.OPERATOR, "operator token 2"),
+    ]
+    assert parse_tokens("# ops\n b64==operator \n\n", "X") == [
+        ("b64=", Role.OPERATOR, "operator token 1")
+    ]
+
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text("# the team\nfile-token=reader\n")
     tokens = load_tokens(
@@ -51,6 +57,15 @@ def test_tokens_parse_from_pairs_lines_and_comments(tmp_path: Path) -> None:
     assert tokens.role_of("file-token") is Role.READER
     assert tokens.role_of("file-token ") is None
     assert "token" not in repr(tokens).replace("tokens)", "")
+
+
+def test_an_entry_may_name_who_holds_the_token() -> None:
+    tokens = ApiTokens(parse_tokens("t1=operator:alice,t2=reader", "X"))
+    assert tokens.caller_of("t1") == Caller(Role.OPERATOR, "alice")
+    assert tokens.caller_of("t2") == Caller(Role.READER, "reader token 2")
+    with pytest.raises(ApiConfigError, match="entry 1 has a bad name") as refused:
+        parse_tokens("secret-token=operator:bad name!", "X")
+    assert "secret-token" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
