@@ -292,8 +292,7 @@ class Coordinator:
         """
         timer = _timer_of(instance)
         now = self._clock()
-        definition = self._versions.get((instance.saga_type, instance.definition_version))
-        failed = fail(instance, reason, now, definition)
+        failed = fail(instance, reason, now)
         ended = end_of(instance, failed, timer.message_id)
         send = () if ended is None else (ended,)
         decision = Decision(Outcome.FAILED, reason, failed, send)
