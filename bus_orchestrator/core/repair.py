@@ -83,6 +83,31 @@ class OperatorAction:
         return f"{OPERATOR_MESSAGE_PREFIX}{self.repair}"
 
 
+@dataclass(frozen=True, slots=True)
+class RepairRequest:
+    """What an operator asks (over HTTP or the CLI), before the saga is looked at: for
+    ``skip``, the reply's ``data`` as given, validated against the step once it is known."""
+
+    repair: Repair
+    saga_id: str
+    message_id: str
+    by: str
+    reason: str
+    step: str | None = None
+    data: Mapping[str, Any] | None = None
+    reply_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    """The saga after a repair; ``repeated`` when that action (by its id) was applied
+    before, and nothing was done now."""
+
+    instance: SagaInstance
+    repeated: bool
+    note: str
+
+
 def allowed(instance: SagaInstance) -> list[Repair]:
     """The repairs the saga's state allows now (what a dashboard offers)."""
     status = instance.status
