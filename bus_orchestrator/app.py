@@ -122,6 +122,19 @@ class App:
         have = ", ".join(str(s.version) for s in sorted(found, key=lambda s: s.version))
         raise DefinitionError(f"saga {name!r} has no version {version} (it has: {have})")
 
+    def definition_for(self, saga_type: str, version: int) -> SagaDefinition[Any, Any] | None:
+        """The definition a stored saga runs on: its version, else the newest of its type
+        (for a view), else ``None`` (not a saga of this app)."""
+        newest = None
+        for saga in self.sagas:
+            if saga.name != saga_type:
+                continue
+            if saga.version == version:
+                return saga
+            if newest is None or saga.version > newest.version:
+                newest = saga
+        return newest
+
     @property
     def document_title(self) -> str:
         return self.title or self.name

@@ -58,6 +58,8 @@ class HistoryEntry:
     note: str
     payload: Mapping[str, Any]
     at: datetime
+    trace_id: str | None = None
+    """The trace of the work that wrote it (32 hex digits), when tracing was on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,8 @@ class Change:
     """The message's CloudEvents source: the inbox knows a message by source and id."""
     unparked: int | None = None
     """The parked event this message was; removed from the park when the change commits."""
+    trace_id: str | None = None
+    """The trace of the work that made the change, recorded with its history rows."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from pydantic import AwareDatetime, BeforeValidator
 
 from bus_orchestrator.api.auth import NO_TOKENS, ApiConfigError, ApiTokens, load_tokens
 from bus_orchestrator.api.cursor import decode_cursor, encode_cursor
@@ -55,7 +55,7 @@ from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.errors import StoreUnavailableError
 from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader
 from bus_orchestrator.telemetry.tracing import trace_id_of
-from bus_orchestrator.views import find_saga, history_view, saga_view
+from bus_orchestrator.views import app_saga_view, find_saga, history_view
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,6 @@ def create_api(
     if not len(tokens) and not settings.api_insecure:
         raise ApiConfigError(NO_TOKENS)
     scope = tuple(sorted({definition.name for definition in app.sagas}))
-    models = {(d.name, d.version): d.data_model for d in app.sagas}
-    newest = {d.name: d.data_model for d in app.newest_sagas}
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
@@ -168,13 +166,11 @@ def create_api(
         found: SagaReader = request.app.state.store
         return found
 
-    def data_model(instance: SagaInstance) -> type[BaseModel] | None:
-        key = (instance.saga_type, instance.definition_version)
-        return models.get(key) or newest.get(instance.saga_type)
+    def shown(instance: SagaInstance, locks: SagaLocks | None = None) -> dict[str, Any]:
+        return app_saga_view(app, instance, settings.jaeger_ui_url, locks)
 
     def summary(instance: SagaInstance) -> SagaSummary:
-        view = saga_view(instance, settings.jaeger_ui_url, data_model(instance))
-        return SagaSummary.model_validate(view)
+        return SagaSummary.model_validate(shown(instance))
 
     async def resolve(request: Request, id_or_correlation: str) -> SagaInstance:
         """The saga of this app with that id, else with that correlation id."""
@@ -225,10 +221,7 @@ def create_api(
 
     async def detail(request: Request, instance: SagaInstance) -> SagaDetail:
         locks = await reader(request).saga_locks(instance.saga_id) if instance.locks else None
-        view = saga_view(
-            instance, settings.jaeger_ui_url, data_model(instance), locks or SagaLocks()
-        )
-        return SagaDetail.model_validate(view)
+        return SagaDetail.model_validate(shown(instance, locks or SagaLocks()))
 
     async def history(request: Request, instance: SagaInstance) -> SagaHistory:
         entries = await reader(request).history(instance.saga_id)

@@ -90,6 +90,7 @@ from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import (
     carrier_of,
     current_step,
+    current_trace_id,
     inject,
     saga_attributes,
     saga_headers,
@@ -643,10 +644,18 @@ class Coordinator:
     ) -> None:
         now = self._clock()
         entry = entry_in(inbound, "ignored", note, now)
-        change = Change(
-            consumer, inbound.message_id, saga_id, None, None, (entry,), source=inbound.source
-        )
         with self._spans.ignored(delivery, inbound), self._spans.db("commit saga", "WITH"):
+            traced = current_trace_id() if self._spans.enabled else None
+            change = Change(
+                consumer,
+                inbound.message_id,
+                saga_id,
+                None,
+                None,
+                (entry,),
+                source=inbound.source,
+                trace_id=traced,
+            )
             committed = await self._store.commit(change)
         if committed.result is CommitResult.DUPLICATE:
             self._metrics.duplicate("coordinator")
@@ -698,6 +707,7 @@ class Coordinator:
             outbox=tuple(outbox),
             source=source_of(message),
             unparked=unparked,
+            trace_id=current_trace_id() if self._spans.enabled else None,
         )
 
     def _observe(self, decision: Decision, before: SagaInstance | None) -> None:
