@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -49,11 +49,12 @@ from bus_orchestrator.api.models import (
     StatusCount,
 )
 from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
+from bus_orchestrator.api.repairs import add_repair_routes, coordinator_repairer
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.errors import StoreUnavailableError
-from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader
+from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader, SagaStore
 from bus_orchestrator.telemetry.tracing import trace_id_of
 from bus_orchestrator.views import app_saga_view, find_saga, history_view
 
@@ -348,6 +349,17 @@ def create_api(
                 )
                 for o in found.oldest_running
             ],
+        )
+
+    add_repair_routes(api, resolve, detail)
+    if store is not None and callable(getattr(store, "commit", None)):
+        writable = cast(SagaStore, store)  # a store given whole (tests): repairs commit to it
+
+        async def given() -> SagaStore:
+            return writable
+
+        api.state.repairer = coordinator_repairer(
+            app, settings, given, lambda: None, f"urn:bus-orchestrator:api:{app.name}"
         )
 
     @api.get("/healthz", tags=["health"], summary="The process is up")
