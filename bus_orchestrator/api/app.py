@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -48,13 +48,15 @@ from bus_orchestrator.api.models import (
     Stats,
     StatusCount,
 )
+from bus_orchestrator.api.outlet import Outlet, install_refusals, memory_outlet, postgres_outlet
 from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
 from bus_orchestrator.api.repairs import add_repair_routes, coordinator_repairer
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.errors import StoreUnavailableError
-from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader, SagaStore
+from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader
+from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import trace_id_of
 from bus_orchestrator.views import app_saga_view, find_saga, history_view
 
@@ -113,6 +115,8 @@ def create_api(
     *,
     tokens: ApiTokens | None = None,
     store: SagaReader | None = None,
+    outlet: Outlet | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """The HTTP API of ``app``.
 
@@ -120,6 +124,10 @@ def create_api(
     any, ``ApiConfigError`` unless ``BUS_API_INSECURE`` is set. The Postgres pool opens in
     the lifespan (lazily: the API starts while Postgres is down, and says so on /readyz);
     a ``store`` given instead is used as it is (tests).
+
+    Writes go through the ``outlet`` (``api.outlet``): by default one of its own on the
+    Postgres pool, with its own relay; beside a given in-memory ``store``, one that leaves
+    what it commits in that store's outbox.
     """
     tokens = load_tokens(settings) if tokens is None else tokens
     if not len(tokens) and not settings.api_insecure:
@@ -137,7 +145,9 @@ def create_api(
         api.state.pool = pool
         api.state.store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
         try:
-            yield
+            async with postgres_outlet(settings, app, pool, telemetry) as opened:
+                api.state.outlet = outlet or opened
+                yield
         finally:
             await pool.close()
 
@@ -152,6 +162,8 @@ def create_api(
     api.state.tokens = tokens if len(tokens) else None
     if store is not None:
         api.state.store, api.state.pool = store, None
+        api.state.outlet = outlet or memory_outlet(settings, app, store, telemetry)
+    install_refusals(api)
 
     @api.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError) -> JSONResponse:
@@ -352,15 +364,7 @@ def create_api(
         )
 
     add_repair_routes(api, resolve, detail)
-    if store is not None and callable(getattr(store, "commit", None)):
-        writable = cast(SagaStore, store)  # a store given whole (tests): repairs commit to it
-
-        async def given() -> SagaStore:
-            return writable
-
-        api.state.repairer = coordinator_repairer(
-            app, settings, given, lambda: None, f"urn:bus-orchestrator:api:{app.name}"
-        )
+    api.state.repairer = coordinator_repairer(app, settings, lambda: api.state.outlet, telemetry)
 
     @api.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> Health:

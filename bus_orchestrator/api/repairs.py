@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bus_orchestrator.api.errors import GUARDED, NOT_FOUND, ApiError, Responses
 from bus_orchestrator.api.guard import OPERATOR, caller
 from bus_orchestrator.api.models import AmbiguousBody, ErrorBody, SagaDetail
+from bus_orchestrator.api.outlet import Outlet
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.repair import (
@@ -32,48 +33,54 @@ from bus_orchestrator.core.repair import (
     RepairRequest,
 )
 from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance
-from bus_orchestrator.errors import ConcurrencyConflictError, SagaNotFoundError
-from bus_orchestrator.ports import PendingPublish, SagaStore
+from bus_orchestrator.errors import (
+    ConcurrencyConflictError,
+    SagaNotFoundError,
+    StoreUnavailableError,
+)
+from bus_orchestrator.ports import PendingPublish
 from bus_orchestrator.runtime.coordinator import Coordinator
-from bus_orchestrator.runtime.parking import Relay
 from bus_orchestrator.telemetry.setup import Telemetry
-from bus_orchestrator.transport.topology import Topology
 
 Repairer = Callable[[RepairRequest], Awaitable[Repaired]]
 """Applies a repair (``api.state.repairer``): a coordinator of the app's."""
 
 
-class _NoRelay:
-    """Rows committed beside a store that publishes nothing (tests): they wait."""
+class _Through:
+    """Hands what a repair committed to the outlet's relay (none: the rows wait)."""
+
+    def __init__(self, outlet: Outlet) -> None:
+        self._outlet = outlet
 
     def submit(self, rows: Sequence[PendingPublish]) -> None:
-        return
+        self._outlet.submit(rows)
 
 
 def coordinator_repairer(
     app: App,
     settings: Settings,
-    store: Callable[[], Awaitable[SagaStore]],
-    relay: Callable[[], Relay | None],
-    source: str,
+    outlet: Callable[[], Outlet | None],
     telemetry: Telemetry | None = None,
 ) -> Repairer:
-    """Repairs through a coordinator of ``app`` over the ``store`` (opened on first use)
-    whose commits hand their rows to ``relay`` (a ``Coordinator`` holds no saga in memory:
-    one serves every request)."""
+    """Repairs through a coordinator of ``app`` over the ``outlet``'s store, opened on
+    first use, whose commits go to the outlet's relay. A ``Coordinator`` holds no saga in
+    memory between messages: one serves every request."""
     made: list[Coordinator] = []
 
     async def repairer(ask: RepairRequest) -> Repaired:
         if not made:
+            found = outlet()
+            if found is None:
+                raise StoreUnavailableError("this API serves no writes: it has no outlet")
             made.append(
                 Coordinator(
                     app.sagas,
                     app.registry,
-                    await store(),
-                    relay() or _NoRelay(),
-                    Topology(settings.exchange_prefix, settings.delivery_limit),
+                    await found.store(),
+                    _Through(found),
+                    found.topology,
                     lambda: datetime.now(UTC),
-                    source=source,
+                    source=found.source,
                     max_message_bytes=settings.max_message_bytes,
                     park_ttl=timedelta(seconds=settings.park_ttl_seconds),
                     telemetry=telemetry,
