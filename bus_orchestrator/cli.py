@@ -820,5 +820,8 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+from bus_orchestrator import cli_repair  # noqa: E402, F401 - adds sagas retry|skip|abort|resume
+
+
 def main() -> None:
     app()

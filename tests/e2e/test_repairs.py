@@ -10,6 +10,7 @@ and the saga completes. Each repair is in the saga's history with who did it and
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -20,7 +21,7 @@ from bus_orchestrator.config import Settings
 from bus_orchestrator.core import SagaStatus, StepStatus
 from tests.conftest import TestBus
 from tests.e2e.payouts import PayoutRequested
-from tests.e2e.processes import Processes, free_port, wait_for_consumers
+from tests.e2e.processes import Processes, cli, free_port, wait_for_consumers
 from tests.e2e.test_api import wait_until_serving
 from tests.integration.harness import publish, wait_for_status
 
@@ -105,3 +106,48 @@ async def test_a_failed_saga_is_resumed_and_a_suspended_one_retried_over_http(
 
 def sent(history: list[dict[str, Any]], message_type: str) -> list[dict[str, Any]]:
     return [e for e in history if e["direction"] == "out" and e["message_type"] == message_type]
+
+
+async def test_the_cli_repairs_as_the_api_does(
+    settings: Settings, schema: str, bus: TestBus, processes: Processes
+) -> None:
+    await processes.start(settings, "run", BUS_APP=APP)
+    broken = await processes.start(settings, "adapters", BUS_APP=APP, PAYOUTS_BANK="broken")
+    bus.queues += [f"{settings.exchange_prefix}bus.{q}" for q in QUEUES]
+    await wait_for_consumers(bus.connection, settings, QUEUES)
+    run = uuid.uuid4().hex[:6]
+    rejected, lost = f"reject-{run}", f"lost-{run}"
+    channel = await bus.channel()
+    for payout in (rejected, lost):
+        await publish(channel, bus.topology.events, PayoutRequested(payout_id=payout))
+    await wait_for_status(settings, [rejected], {SagaStatus.FAILED})
+    await wait_for_status(settings, [lost], {SagaStatus.SUSPENDED})
+
+    # the transfer was made by phone: the step is marked done with the bank's reference
+    reply = json.dumps({"payout_id": lost, "reference": "phone-77"})
+    code, out, err = await cli(
+        settings, "sagas", "skip", lost, "--reason", "paid by phone", "--data", reply,
+        "--by", "bob", "--json", BUS_APP=APP,
+    )  # fmt: skip
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["saga"]["status"] == "completed" and shown["repeated"] is False
+    assert shown["saga"]["data"]["reference"] == "phone-77"
+
+    code, _, err = await cli(settings, "sagas", "abort", lost, "--reason", "x", BUS_APP=APP)
+    assert code == 1
+    assert "abort refused: the saga is completed: nothing to repair" in err
+
+    code, _, err = await cli(settings, "sagas", "resume", rejected, "--reason", "", BUS_APP=APP)
+    assert code == 2 and "--reason is required" in err
+
+    # resumed from the shell: the credit goes out from the CLI, the saga compensates
+    await processes.stop(broken)
+    await processes.start(settings, "adapters", BUS_APP=APP, PAYOUTS_BANK="fixed")
+    await wait_for_consumers(bus.connection, settings, QUEUES)
+    code, out, err = await cli(
+        settings, "sagas", "resume", rejected, "--reason", "ledger fixed", BUS_APP=APP
+    )
+    assert code == 0, err
+    assert f"payout/{rejected}: resume; now compensating" in out
+    await wait_for_status(settings, [rejected], {SagaStatus.COMPENSATED})
