@@ -639,6 +639,15 @@ def _print_saga(view: dict[str, Any]) -> None:
         print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
     if view["in_flight"]:
         print(f"  in flight: {', '.join(view['in_flight'])} (until {_when(view['deadline'])})")
+    awaiting = view["awaiting"] or {}
+    if awaiting.get("kind") == "operator":
+        held = ", ".join(item["step"] for item in awaiting["items"])
+        print(f"  suspended by {held}: an operator must retry, skip or abort")
+    elif awaiting.get("kind") == "compensation":
+        [item] = awaiting["items"]
+        print(f"  compensating {item['step']} (until {_when(item['until'])})")
+    if view["repairs"]:
+        print(f"  repairs: {', '.join(view['repairs'])} (sagas <repair> ID --reason ...)")
     for early in view["early_events"]:
         print(f"  kept for a later wait: {early}")
     for held in view.get("locks", {}).get("held", []):

@@ -731,8 +731,15 @@ class Coordinator:
             if step.status in FINISHED_STEP and was is not step.status and step.finished_at:
                 seconds = (step.finished_at - step.started_at).total_seconds()
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
-        if after.status is SagaStatus.FAILED:
-            log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
+        if after.status in (SagaStatus.FAILED, SagaStatus.SUSPENDED) and (
+            before is None or before.status is not after.status
+        ):
+            log.error(
+                "saga %s is %s, an operator must look: %s",
+                after.saga_id,
+                after.status,
+                after.failure,
+            )
 
 
 def _with_lifecycle(
