@@ -19,8 +19,7 @@ from pydantic import BaseModel, Field
 
 from bus_orchestrator.adapters import Adapter, CommandContext
 from bus_orchestrator.app import App
-from bus_orchestrator.core import SagaDefinition, Step
-from bus_orchestrator.core.definition import OnFailure
+from bus_orchestrator.core import OnFailure, SagaDefinition, Step
 from bus_orchestrator.core.messages import Command, Event, Reply
 from bus_orchestrator.errors import PermanentAdapterError
 
