@@ -18,10 +18,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BeforeValidator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from bus_orchestrator.api.auth import NO_TOKENS, ApiConfigError, ApiTokens, load_tokens
 from bus_orchestrator.api.cursor import decode_cursor, encode_cursor
@@ -109,6 +112,20 @@ async def known_query(request: Request) -> None:
         )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the path the request names, as OpenAPI matches paths: of the routes
+    whose template matches it, those with the most literal segments (``/sagas/{id}/retry``
+    before ``/sagas/{type}/{correlation_id}``)."""
+    found: dict[int, set[str]] = {}
+    for route in request.app.routes:
+        if isinstance(route, APIRoute):
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match is not Match.NONE:
+                literal = sum(1 for part in route.path.split("/") if not part.startswith("{"))
+                found.setdefault(literal, set()).update(route.methods or ())
+    return sorted(found[max(found)]) if found else []
+
+
 def create_api(
     settings: Settings,
     app: App,
@@ -164,6 +181,19 @@ def create_api(
         api.state.store, api.state.pool = store, None
         api.state.outlet = outlet or memory_outlet(settings, app, store, telemetry)
     install_refusals(api)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # ``Allow`` names the methods of the most specific route matching the path
+            # (Starlette's names the first's: /sagas/{id}/retry is also /sagas/{type}/{cid})
+            allowed = allowed_methods(request)
+            headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+            return JSONResponse({"detail": exc.detail}, 405, headers)
+        if exc.status_code == 400:  # a body that is not JSON: a 422 as any bad body is
+            error = {"type": "json_invalid", "loc": ["body"], "msg": str(exc.detail)}
+            return JSONResponse({"detail": [error]}, 422)
+        return await http_exception_handler(request, exc)
 
     @api.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError) -> JSONResponse:
