@@ -361,6 +361,8 @@ class Coordinator:
             # the store down: the caller is told (503), not kept waiting while it heals
             decision = await self._apply(definition, consumer, action, key, None, first)
         await self.grant_locks()
+        if decision is not None and decision.instance is not None:
+            self._metrics.repaired(decision.instance.saga_type, str(request.repair))
         if decision is None or decision.instance is None:
             again = await self._store.load(consumer, request.message_id, key)
             assert again.instance is not None  # noqa: S101 - sagas are not deleted so soon
@@ -731,6 +733,10 @@ class Coordinator:
             if step.status in FINISHED_STEP and was is not step.status and step.finished_at:
                 seconds = (step.finished_at - step.started_at).total_seconds()
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
+        if after.status is SagaStatus.SUSPENDED and (
+            before is None or before.status is not after.status
+        ):
+            metrics.saga_suspended(after.saga_type)
         if after.status in (SagaStatus.FAILED, SagaStatus.SUSPENDED) and (
             before is None or before.status is not after.status
         ):
