@@ -13,7 +13,6 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-import uuid
 from typing import Annotated, Any
 
 import typer
@@ -25,8 +24,9 @@ from bus_orchestrator.core.repair import (
     RepairInvalidError,
     RepairRefusedError,
     RepairRequest,
+    action_id,
 )
-from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance
+from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.errors import ConcurrencyConflictError, SagaNotFoundError
 
 Reason = Annotated[
@@ -90,11 +90,7 @@ def _repair(
                 if len(found) != 1:
                     return found
                 saga_id = found[0].saga_id
-                message_id = (
-                    str(uuid.uuid5(ID_NAMESPACE, f"repair:{saga_id}:{repair}:{key}"))
-                    if key
-                    else str(uuid.uuid4())
-                )
+                message_id = action_id(saga_id, repair, key or None)
                 ask = RepairRequest(
                     repair, saga_id, message_id, who, reason.strip(), step, parsed, reply_type
                 )

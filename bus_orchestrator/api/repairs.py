@@ -10,7 +10,6 @@ applies nothing and answers with the saga as it is, ``repeated: true``.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -31,8 +30,9 @@ from bus_orchestrator.core.repair import (
     RepairInvalidError,
     RepairRefusedError,
     RepairRequest,
+    action_id,
 )
-from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance
+from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.errors import (
     ConcurrencyConflictError,
     SagaNotFoundError,
@@ -191,11 +191,7 @@ def add_repair_routes(
         request: Request, saga_id: str, repair: Repair, body: ReasonBody, key: str | None
     ) -> RepairResult:
         instance = await resolve(request, saga_id)
-        message_id = (
-            str(uuid.uuid5(ID_NAMESPACE, f"repair:{instance.saga_id}:{repair}:{key}"))
-            if key is not None
-            else str(uuid.uuid4())
-        )
+        message_id = action_id(instance.saga_id, repair, key)
         step = getattr(body, "step", None)
         ask = RepairRequest(
             repair,

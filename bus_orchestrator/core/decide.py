@@ -265,14 +265,7 @@ def _on_compensation_reply(d: Decider, instance: SagaInstance, reply: Reply) -> 
     d.notes.append(what)
     kind = type(reply)
     if kind in step.compensated_on:
-        undone = d.with_step(
-            instance, instance.current, status=StepStatus.COMPENSATED, compensated_at=d.now
-        )
-        if undone.to_compensate:
-            rest = undone.to_compensate
-            return d.begin_compensation(undone, rest[0], rest[1:])
-        d.notes.append("saga compensated")
-        return d.decision(Outcome.ADVANCED, d.finish(undone, SagaStatus.COMPENSATED))
+        return d.compensated(instance)
     if kind in step.compensation_fails_on:
         return d.compensation_failed(instance, describe(reply))
     return _ignored(
@@ -343,12 +336,7 @@ def _cancel(d: Decider, instance: SagaInstance, reason: str, what: str) -> Decis
     if instance.status not in (SagaStatus.RUNNING, SagaStatus.SUSPENDED):
         return _ignored(f"{what}: saga is already {instance.status}")
     d.notes.append(what)
-    stopped = d.stop(instance, reason)
-    flying = in_flight(stopped)
-    if flying:
-        names = ", ".join(stopped.steps[i].name for i in flying)
-        d.notes.append(f"compensation starts once {names} answer or time out")
-    return d.settle(stopped, None)
+    return d.cancel(instance, reason)
 
 
 def _on_awaited(

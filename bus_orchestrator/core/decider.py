@@ -240,6 +240,18 @@ class Decider:
                 instance = self.cancel_child(instance, index, member, reason)
         return instance
 
+    def cancel(self, instance: SagaInstance, reason: str) -> Decision:
+        """Stop a running (or suspended) saga for ``reason`` and compensate what it did,
+        once its commands in flight have answered or timed out."""
+        if instance.status is SagaStatus.SUSPENDED:
+            instance = instance.model_copy(update={"status": SagaStatus.RUNNING})
+        stopped = self.stop(instance, reason)
+        flying = in_flight(stopped)
+        if flying:
+            names = ", ".join(stopped.steps[i].name for i in flying)
+            self.notes.append(f"compensation starts once {names} answer or time out")
+        return self.settle(stopped, None)
+
     def cancel_child(
         self, instance: SagaInstance, index: int, member: Child[Any], reason: str
     ) -> SagaInstance:
@@ -371,6 +383,18 @@ class Decider:
         self.send.append(out)
         self.notes.append(f"compensating step {step.name} with {command.message_type}")
         return self.decision(Outcome.ADVANCED, new)
+
+    def compensated(self, instance: SagaInstance) -> Decision:
+        """The compensation in flight is done: the next one, or the saga is compensated."""
+        assert instance.current is not None  # noqa: S101 - callers hold a current step
+        undone = self.with_step(
+            instance, instance.current, status=StepStatus.COMPENSATED, compensated_at=self.now
+        )
+        if undone.to_compensate:
+            rest = undone.to_compensate
+            return self.begin_compensation(undone, rest[0], rest[1:])
+        self.notes.append("saga compensated")
+        return self.decision(Outcome.ADVANCED, self.finish(undone, SagaStatus.COMPENSATED))
 
     def compensation_failed(self, instance: SagaInstance, error: str) -> Decision:
         assert instance.current is not None  # noqa: S101 - callers hold a current step

@@ -108,6 +108,14 @@ class Repaired:
     note: str
 
 
+def action_id(saga_id: str, repair: Repair, key: str | None) -> str:
+    """The id of an operator's action: derived from an idempotency key (the same key
+    again is the same action, applied once), else new."""
+    if key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(ID_NAMESPACE, f"repair:{saga_id}:{repair}:{key}"))
+
+
 def allowed(instance: SagaInstance) -> list[Repair]:
     """The repairs the saga's state allows now (what a dashboard offers)."""
     status = instance.status
@@ -312,14 +320,7 @@ def _skip(d: Decider, instance: SagaInstance, action: OperatorAction) -> Decisio
         assert instance.current is not None  # noqa: S101 - allowed() checked it
         name = instance.steps[instance.current].name
         d.notes.append(f"compensation of step {name} marked done by hand")
-        undone = d.with_step(
-            instance, instance.current, status=StepStatus.COMPENSATED, compensated_at=d.now
-        )
-        if undone.to_compensate:
-            rest = undone.to_compensate
-            return d.begin_compensation(undone, rest[0], rest[1:])
-        d.notes.append("saga compensated")
-        return d.decision(Outcome.ADVANCED, d.finish(undone, SagaStatus.COMPENSATED))
+        return d.compensated(instance)
     member = skip_target(d.definition, instance, action.step)
     assert member is not None  # noqa: S101 - forward
     index = _targets(instance, member.name)[0]
@@ -352,13 +353,7 @@ def _skip(d: Decider, instance: SagaInstance, action: OperatorAction) -> Decisio
 
 
 def _abort(d: Decider, instance: SagaInstance, action: OperatorAction) -> Decision:
-    reason = f"aborted by {action.by}: {action.reason}"[:MAX_ERROR_CHARS]
-    stopped = d.stop(_running(instance), reason)
-    flying = in_flight(stopped)
-    if flying:
-        names = ", ".join(stopped.steps[i].name for i in flying)
-        d.notes.append(f"compensation starts once {names} answer or time out")
-    return d.settle(stopped, None)
+    return d.cancel(instance, f"aborted by {action.by}: {action.reason}"[:MAX_ERROR_CHARS])
 
 
 RESUMABLE = (*UNDOABLE, StepStatus.RUNNING, StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED)
