@@ -28,6 +28,7 @@ from bus_orchestrator.adapters.adapter import Adapter
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import ContractRegistry, Event, Message
+from bus_orchestrator.core.schedule import Schedule
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.errors import AppLoadError, DefinitionError
 
@@ -67,6 +68,8 @@ class App:
     """The title of the app's AsyncAPI document; its name when empty."""
     description: str = ""
     demo: DemoPlan | None = None
+    schedules: Sequence[Schedule[Any]] = ()
+    """Events the app's coordinators publish by the clock (``core.schedule``)."""
     registry: ContractRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +86,9 @@ class App:
         adapters = [a.name for a in self.adapters]
         if len(set(adapters)) != len(adapters):
             raise DefinitionError(f"app {self.name!r}: adapter names must be unique: {adapters}")
+        schedules = [s.name for s in self.schedules]
+        if len(set(schedules)) != len(schedules):
+            raise DefinitionError(f"app {self.name!r}: schedule names must be unique: {schedules}")
         registry = ContractRegistry()
         models: list[type[Message]] = []
         for saga in self.sagas:
@@ -90,6 +96,7 @@ class App:
         for adapter in self.adapters:
             models += sorted(adapter.message_models(), key=lambda m: m.message_type)
         models += self.contracts
+        models += [s.publishes for s in self.schedules]
         for model in models:
             try:
                 registry.register(model)

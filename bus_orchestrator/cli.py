@@ -254,6 +254,7 @@ def run(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
                     stop,
                     telemetry,
                     app=application.name,
+                    schedules=application.schedules,
                 )
             )
         )
