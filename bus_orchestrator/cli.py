@@ -829,3 +829,8 @@ def demo(
 
 def main() -> None:
     app()
+
+
+from bus_orchestrator.cli_schedules import schedules_app  # noqa: E402 - it uses the helpers above
+
+app.add_typer(schedules_app, name="schedules")
