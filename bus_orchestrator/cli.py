@@ -831,6 +831,4 @@ def main() -> None:
     app()
 
 
-from bus_orchestrator.cli_schedules import schedules_app  # noqa: E402 - it uses the helpers above
-
-app.add_typer(schedules_app, name="schedules")
+import bus_orchestrator.cli_schedules  # noqa: E402, F401 - adds `schedules`, with the helpers above

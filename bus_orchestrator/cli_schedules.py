@@ -1,5 +1,7 @@
-"""``bus-orchestrator schedules``: the app's schedules (registered by ``cli``, whose
-helpers it uses: import ``bus_orchestrator.cli``, not this module, first)."""
+"""``bus-orchestrator schedules``: the app's schedules.
+
+It uses the command line's helpers and adds its verbs to its ``app``; ``cli`` imports it
+once those are defined, so either module may be imported first."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from bus_orchestrator.cli import (
     _run,
     _settings,
     _when,
+    app,
 )
 
 schedules_app = typer.Typer(help="The app's schedules: events published by the clock.")
@@ -41,8 +44,9 @@ TSV_COLUMNS = (
 def schedules_list(
     output: OutputOption = None, as_json: JsonOption = False, app_ref: AppOption = None
 ) -> None:
-    """List the app's schedules: cron expression, time zone, the event each publishes,
-    the next slot and the last one fired (by any coordinator), in UTC.
+    """List the app's schedules: cron expression, time zone, whether a missed slot is
+    caught up, the next slot and the last one fired (by any coordinator; times in UTC),
+    and the event each publishes.
 
     With --output json, always a list (of the objects GET /schedules lists)."""
     from bus_orchestrator.store.migrate import require_migrated
@@ -80,17 +84,21 @@ def schedules_list(
             print("\t".join("" if cell is None else str(cell) for cell in cells))
     else:
         _print_table(
-            ("SCHEDULE", "CRON", "ZONE", "NEXT", "LAST", "PUBLISHES"),
+            ("NAME", "CRON", "ZONE", "CATCH-UP", "NEXT", "LAST", "EVENT"),
             [
                 (
-                    v["name"] + (" (catch-up)" if v["catch_up"] else ""),
+                    v["name"],
                     v["cron"],
                     v["timezone"],
+                    "yes" if v["catch_up"] else "no",
                     _when(v["next_firing"]) if v["next_firing"] else "never",
                     _when(v["last_firing"]["slot"]) if v["last_firing"] else "-",
                     v["publishes"],
                 )
                 for v in views
             ],
-            shrink=(5, 1, 2),
+            shrink=(6, 2, 1, 0),
         )
+
+
+app.add_typer(schedules_app, name="schedules")

@@ -16,11 +16,20 @@ import aio_pika
 import httpx
 import pytest
 
+from bus_orchestrator.cli_schedules import TSV_COLUMNS
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.schedule import slot_event_id
+from bus_orchestrator.ports import OutboxMessage
+from bus_orchestrator.store.postgres import create_pool
+from bus_orchestrator.store.schedules import PostgresScheduleStore
 from tests.conftest import TestBus
 from tests.e2e.processes import Processes, cli, free_port
 from tests.e2e.schedule_app import NAME, Ticked
+from tests.e2e.test_cli_errors import LIST, MISTAKES, Mistake
+from tests.e2e.test_cli_errors import busy_port as busy_port  # a fixture
+from tests.e2e.test_cli_errors import (
+    test_each_mistake_is_one_line_naming_the_setting_and_the_fix as one_line_for,
+)
 from tests.integration.harness import sql
 
 pytestmark = pytest.mark.e2e
@@ -176,3 +185,77 @@ async def test_a_coordinator_started_after_missed_slots_catches_up_one_or_none(
     assert [s for s, _ in caught[1:]][:1] == [resumed]
     assert "(caught up)" in processes.logs[1].read_text()
     assert "(caught up)" not in processes.logs[0].read_text()
+
+
+async def test_schedules_list_prints_a_table_for_people_and_tsv_for_scripts(
+    settings: Settings, schema: str
+) -> None:
+    pool = await create_pool(settings.model_copy(update={"db_pool_size": 1}))
+    try:
+        slot = datetime(2026, 1, 1, 12, tzinfo=UTC)
+        message = OutboxMessage(
+            slot_event_id(NAME, "caught", slot),
+            Ticked.message_type,
+            "bus.events",
+            Ticked.message_type,
+            b"{}",
+            "application/json",
+        )
+        store = PostgresScheduleStore(pool, timedelta(seconds=10))
+        assert await store.fire(NAME, "caught", slot, None, message, slot) is not None
+    finally:
+        await pool.close()
+
+    code, table, err = await cli(settings, "schedules", "list", COLUMNS="80", **APP)
+    assert code == 0, err
+    header, caught, skipped = table.splitlines()
+    assert header.split() == ["NAME", "CRON", "ZONE", "CATCH-UP", "NEXT", "LAST", "EVENT"]
+    assert all(len(line) <= 80 for line in (header, caught, skipped))
+    assert caught.startswith("caught") and " yes " in caught and "2026-01-01 12:00:00Z" in caught
+    assert skipped.startswith("skipped") and " no " in skipped and skipped.split()[-2] == "-"
+
+    code, tsv, err = await cli(settings, "schedules", "list", "--output", "tsv", **APP)
+    assert code == 0, err
+    rows = [line.split("\t") for line in tsv.splitlines()]
+    assert rows[0] == list(TSV_COLUMNS)
+    assert [dict(zip(rows[0], row, strict=True)) for row in rows[1:]] == [
+        {
+            "name": "caught",
+            "cron": "* * * * * *",
+            "timezone": "UTC",
+            "catch_up": "true",
+            "publishes": Ticked.message_type,
+            "next_firing": rows[1][5],
+            "last_slot": "2026-01-01T12:00:00+00:00",
+            "last_fired_at": "2026-01-01T12:00:00+00:00",
+            "last_event_id": message.message_id,
+        },
+        {
+            "name": "skipped",
+            "cron": "* * * * * *",
+            "timezone": "Europe/Berlin",
+            "catch_up": "false",
+            "publishes": Ticked.message_type,
+            "next_firing": rows[2][5],
+            "last_slot": "",
+            "last_fired_at": "",
+            "last_event_id": "",
+        },
+    ]
+    assert datetime.fromisoformat(rows[1][5]) > datetime.now(UTC) - timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    "mistake", [m for m in MISTAKES if LIST in m.commands], ids=lambda m: m.name
+)
+async def test_schedules_list_answers_each_mistake_as_sagas_list_does(
+    settings: Settings,
+    db_schema: str,
+    bus: TestBus,
+    busy_port: int,
+    unique_name: str,
+    mistake: Mistake,
+) -> None:
+    await one_line_for(
+        settings, db_schema, bus, busy_port, unique_name, mistake, ("schedules", "list")
+    )
