@@ -1,7 +1,8 @@
 """The application object: what a team brings to the engine, under one name.
 
-An ``App`` holds a team's saga definitions, the adapters it runs (if any), and any extra
-message models; its contract registry is derived from what those declare. The command line
+An ``App`` holds a team's saga definitions, the adapters it runs (if any), the events it
+publishes by the clock (``schedules``, see ``core.schedule``) and any extra message models;
+its contract registry is derived from what those declare. The command line
 finds it by reference, as ``uvicorn`` and ``celery -A`` do::
 
     # onboarding/app.py
