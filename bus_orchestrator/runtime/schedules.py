@@ -10,6 +10,7 @@ it became known) were missed while no coordinator ran: a schedule with ``catch_u
 the newest of them, once; one without skips them. While running, the runner sleeps until
 the next slot and fires it; if it was held up past a whole period (a pause, Postgres away),
 it fires the newest due slot and skips the older ones rather than firing them in a burst.
+The coordinators' clocks are taken to agree (NTP): one whose clock runs ahead fires early.
 """
 
 from __future__ import annotations
@@ -143,10 +144,13 @@ class ScheduleRunner:
                 )
             try:
                 done = await self._fire(schedule, plan.fire, now)
-            except BusOrchestratorError as exc:
+            except BusOrchestratorError as exc:  # Postgres away: the slot is tried again
                 log.warning("schedule %s: slot %s not fired yet: %s", schedule.name, plan.fire, exc)
                 self._failed = True
                 continue
+            except Exception:  # a bug would fail every try: skip the slot, keep the others
+                log.exception("schedule %s: slot %s not fired", schedule.name, plan.fire)
+                done = None
             fired += [done] if done else []
             self._after[schedule.name] = plan.after
         return fired
@@ -219,6 +223,9 @@ class ScheduleRunner:
                 await self.start_up()
             except BusOrchestratorError as exc:
                 log.warning("schedules not started, will retry: %s", exc)
+                await asyncio.sleep(self._retry)
+            except Exception:
+                log.exception("schedules not started, will retry")
                 await asyncio.sleep(self._retry)
         log.info(
             "schedules running: %s",

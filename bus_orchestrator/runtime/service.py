@@ -79,7 +79,7 @@ class CoordinatorService:
     ) -> None:
         self.settings = settings
         self._schedules = schedules
-        self.schedules: ScheduleRunner | None = None
+        self.schedule_runner: ScheduleRunner | None = None
         self.app = app
         self.topology = Topology(settings.exchange_prefix, settings.delivery_limit)
         self.queue_name = self.topology.coordinator_queue(app)
@@ -195,7 +195,7 @@ class CoordinatorService:
         self.relay.start()
         if self._schedules:
             assert self._pool is not None  # noqa: S101 - after _connect
-            self.schedules = ScheduleRunner(
+            self.schedule_runner = ScheduleRunner(
                 self.app or "",
                 self._schedules,
                 PostgresScheduleStore(self._pool, timedelta(seconds=settings.outbox_lease_seconds)),
@@ -206,7 +206,7 @@ class CoordinatorService:
                 retention=timedelta(seconds=settings.inbox_retention_seconds),
                 purge_seconds=settings.housekeeping_seconds,
             )
-            self.schedules.start()
+            self.schedule_runner.start()
         self.timers = TimerLoop(
             self.store, self.coordinator, self._clock, TimerPolicy.from_settings(settings)
         )
@@ -253,8 +253,8 @@ class CoordinatorService:
             self.coordinator.stop()
         if self._consumer is not None:
             await self._consumer.stop(grace)
-        if self.schedules is not None:
-            await self.schedules.stop()
+        if self.schedule_runner is not None:
+            await self.schedule_runner.stop()
         if self.timers is not None:
             await self.timers.stop()
         if self.park is not None:

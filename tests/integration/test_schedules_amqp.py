@@ -117,7 +117,7 @@ async def test_two_coordinators_fire_a_per_second_schedule_once_a_slot(
         await service.start()
     try:
         for _ in range(100):
-            if all(s.schedules is not None and s.schedules.started for s in services):
+            if all(s.schedule_runner is not None and s.schedule_runner.started for s in services):
                 break
             await asyncio.sleep(0.05)
         begin = datetime.now(UTC)

@@ -15,7 +15,7 @@ import pytest
 from bus_orchestrator.app import App
 from bus_orchestrator.core.messages import Event
 from bus_orchestrator.core.schedule import Schedule, plan_start, plan_tick, slot_event_id
-from bus_orchestrator.errors import DefinitionError
+from bus_orchestrator.errors import DefinitionError, StoreUnavailableError
 from bus_orchestrator.ports import PendingPublish
 from bus_orchestrator.runtime.schedules import ScheduleRunner
 from bus_orchestrator.store.memory_schedules import InMemoryScheduleStore
@@ -324,3 +324,38 @@ async def test_an_event_that_fails_to_build_skips_its_slot() -> None:
     await run_until(first, clock, utc(2026, 1, 1, 12, 0, 3))
     assert [slot.second for _, _, slot in sorted(store.firings)] == [2, 3]
     assert len(calls) == 3
+
+
+class FlakyStore(InMemoryScheduleStore):
+    """The in-memory store, unreachable while ``down``."""
+
+    down = False
+
+    async def fire(self, *args: Any, **kwargs: Any) -> PendingPublish | None:
+        if self.down:
+            raise StoreUnavailableError("Postgres is away")
+        return await super().fire(*args, **kwargs)
+
+
+async def test_a_slot_whose_claim_failed_fires_when_the_store_is_back() -> None:
+    clock = ManualClock(utc(2026, 1, 1, 9, 30))
+    store = FlakyStore(clock)
+    hourly, _ = runner(store, clock, schedule("0 * * * *"), schedule("30 * * * *", name="half"))
+    await hourly.start_up()
+    store.down = True
+    clock.advance(timedelta(minutes=30, seconds=1))
+    assert await hourly.tick() == []
+    store.down = False
+    clock.advance(timedelta(seconds=20))
+    assert [(f.schedule, f.slot) for f in await hourly.tick()] == [("report", utc(2026, 1, 1, 10))]
+    # down across a whole period: the newest slot fires when it is back, the older is skipped
+    store.down = True
+    clock.advance(utc(2026, 1, 1, 10, 30, 2) - clock.now)
+    assert await hourly.tick() == []
+    clock.advance(timedelta(hours=1))
+    assert await hourly.tick() == []
+    store.down = False
+    clock.advance(timedelta(minutes=1))
+    fired = [(f.schedule, f.slot) for f in await hourly.tick()]
+    assert fired == [("report", utc(2026, 1, 1, 11)), ("half", utc(2026, 1, 1, 11, 30))]
+    assert utc(2026, 1, 1, 10, 30) not in {slot for _, _, slot in store.firings}
