@@ -254,6 +254,7 @@ def run(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
                     stop,
                     telemetry,
                     app=application.name,
+                    schedules=application.schedules,
                 )
             )
         )
@@ -834,3 +835,6 @@ from bus_orchestrator import cli_repair  # noqa: E402, F401 - adds sagas retry|s
 
 def main() -> None:
     app()
+
+
+import bus_orchestrator.cli_schedules  # noqa: E402, F401 - adds `schedules`, with the helpers above

@@ -54,6 +54,7 @@ from bus_orchestrator.api.models import (
 from bus_orchestrator.api.outlet import Outlet, install_refusals, memory_outlet, postgres_outlet
 from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
 from bus_orchestrator.api.repairs import add_repair_routes, coordinator_repairer
+from bus_orchestrator.api.schedules import add_schedule_routes
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
@@ -419,4 +420,5 @@ def create_api(
         response.status_code = 200 if ready else 503
         return Readiness(status="ready" if ready else "not ready", checks=checks)
 
+    add_schedule_routes(api, app)
     return api
