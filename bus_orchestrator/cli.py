@@ -831,6 +831,7 @@ def demo(
 
 
 from bus_orchestrator import cli_repair  # noqa: E402, F401 - adds sagas retry|skip|abort|resume
+from bus_orchestrator import cli_dead  # noqa: E402, F401 - adds dead list|show|replay|purge
 
 
 def main() -> None:
