@@ -64,12 +64,16 @@ class InMemoryDeadLetters:
     async def page(
         self, where: DeadFilter, after: DeadAfter | None, limit: int
     ) -> list[StoredDeadLetter]:
+        saga_id = None if where.saga_id is None else as_uuid(where.saga_id)
+        if where.saga_id is not None and saga_id is None:
+            return []  # not a uuid: no dead letter has it
+
         def matches(row: StoredDeadLetter) -> bool:
             return (
                 (where.status is None or row.status is where.status)
                 and (where.reason is None or row.reason == where.reason)
                 and (where.message_type is None or row.message_type == where.message_type)
-                and (where.saga_id is None or row.saga_id == as_uuid(where.saga_id))
+                and (saga_id is None or row.saga_id == saga_id)
                 and (
                     after is None
                     or row.dead_lettered_at < after.dead_lettered_at
