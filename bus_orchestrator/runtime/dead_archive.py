@@ -22,7 +22,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, ConsumerTag
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from bus_orchestrator.app import App
@@ -107,6 +107,7 @@ class DeadArchive:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._consuming = asyncio.Event()
+        self._queue: AbstractQueue | None = None
         self._tag: ConsumerTag | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self.archived = 0
@@ -145,7 +146,7 @@ class DeadArchive:
         channel = await self._connections.consume.channel()
         await channel.set_qos(prefetch_count=PREFETCH)
         queue = await channel.declare_queue(self._dead, passive=True)
-        self._channel = channel
+        self._channel, self._queue = channel, queue
         self._tag = await queue.consume(self._on_message)
         self._consuming.set()
         log.info("%s: consuming %s", self._name, self._dead)
@@ -168,18 +169,14 @@ class DeadArchive:
             try:
                 written = await self._store.archive(record, saga_id)
                 break
-            except BusOrchestratorError as exc:
-                if not exc.retryable or self._stopping.is_set():
-                    # Not acknowledged: the broker gives it back when the channel closes.
-                    log.error("%s: cannot archive %s: %s", self._name, record.id, exc)
-                    if not exc.retryable:
-                        await asyncio.sleep(RETRY_SECONDS[1])
-                        await message.nack(requeue=True)
-                    return
-                log.warning("%s: holding %s until Postgres is back: %s", self._name, record.id, exc)
+            except Exception as exc:  # held and tried again, never dropped
+                if isinstance(exc, BusOrchestratorError) and exc.retryable:
+                    log.warning("%s: holding %s for Postgres: %s", self._name, record.id, exc)
+                else:  # refused credentials, or a row Postgres refuses: to be fixed
+                    log.exception("%s: cannot archive %s; trying again", self._name, record.id)
             try:
                 await asyncio.wait_for(self._stopping.wait(), wait)
-                return  # stopping: left unacknowledged, so the broker keeps it
+                return  # stopping: left unacknowledged, so the broker gives it back
             except TimeoutError:
                 wait = min(wait * 2, RETRY_SECONDS[1])
         if written:
@@ -214,6 +211,11 @@ class DeadArchive:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop consuming; dead letters in hand finish or go back to the queue."""
         self._stopping.set()
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception:  # the channel is gone already: nothing more comes
+                log.debug("%s: cancelling the consumer", self._name, exc_info=True)
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=grace)
         if self._inflight:
@@ -223,7 +225,7 @@ class DeadArchive:
     async def _close(self) -> None:
         connections, self._connections = self._connections, None
         self._channel = self._publishing = None
-        self._publisher = None
+        self._publisher, self._queue, self._tag = None, None, None
         if connections is not None:
             try:
                 await connections.close()
