@@ -19,7 +19,6 @@ import typer
 
 from bus_orchestrator.cli import (
     AppOption,
-    app,
     JsonOption,
     Output,
     OutputOption,
@@ -30,6 +29,7 @@ from bus_orchestrator.cli import (
     _run,
     _settings,
     _when,
+    app,
     errors,
 )
 from bus_orchestrator.config import Settings
