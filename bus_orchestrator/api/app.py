@@ -37,7 +37,6 @@ from bus_orchestrator.api.errors import (
     Responses,
 )
 from bus_orchestrator.api.guard import READER
-from bus_orchestrator.api.methods import allow_every_method
 from bus_orchestrator.api.models import (
     AmbiguousBody,
     ErrorBody,
@@ -402,7 +401,6 @@ def create_api(
     add_repair_routes(api, resolve, detail)
     api.state.repairer = coordinator_repairer(app, settings, lambda: api.state.outlet, telemetry)
     add_dead_routes(api, settings, app)
-    allow_every_method(api)
 
     @api.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> Health:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -51,7 +51,9 @@ def _storable(value: str) -> str:
 
 
 Reason = Annotated[
-    str, Field(min_length=1, max_length=2000, description="why"), AfterValidator(_storable)
+    str,
+    Field(min_length=1, max_length=2000, pattern=r"^[^\x00]+$", description="why"),
+    AfterValidator(_storable),
 ]
 
 
@@ -129,12 +131,6 @@ class ReplayResult(BaseModel):
     routing_key: str
 
 
-class PurgeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Reason
-
-
 class ConflictBody(BaseModel):
     """The dead letter's fate does not allow this."""
 
@@ -149,13 +145,6 @@ class DeadConflictError(Exception):
         self.body = body
 
 
-class UnreadableBody(BaseModel):
-    """FastAPI's answer to a request body it cannot read (not UTF-8, say)."""
-
-    detail: str
-
-
-BAD_BODY: Responses = {400: {"model": UnreadableBody, "description": "The body cannot be read"}}
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No dead letter has that id"}}
 CONFLICT: Responses = {
     409: {"model": ConflictBody, "description": "It is replayed or purged already"}
@@ -296,7 +285,7 @@ def add_dead_routes(api: FastAPI, settings: Settings, app: App) -> None:
     @api.post(
         "/dead/{dead_id}/replay",
         dependencies=OPERATOR,
-        responses={**GUARDED, **NOT_FOUND, **CONFLICT, **BAD_BODY},
+        responses={**GUARDED, **NOT_FOUND, **CONFLICT},
         tags=["dead letters"],
         summary="Publish a dead letter again, corrected if need be, to where it came from",
     )
@@ -306,8 +295,6 @@ def add_dead_routes(api: FastAPI, settings: Settings, app: App) -> None:
         consumer checks it: 422 with the reason. A dead letter not ``dead`` (replayed or
         purged already): 409."""
         given = replay.model_fields_set
-        if "data" in given and "body" in given:
-            raise _invalid("body", "give data or body, not both", replay.body)
         correction = Correction(
             data=replay.data,
             has_data="data" in given,
@@ -343,7 +330,7 @@ def add_dead_routes(api: FastAPI, settings: Settings, app: App) -> None:
     @api.delete(
         "/dead/{dead_id}",
         dependencies=OPERATOR,
-        responses={**GUARDED, **NOT_FOUND, **CONFLICT, **BAD_BODY},
+        responses={**GUARDED, **NOT_FOUND, **CONFLICT},
         tags=["dead letters"],
         summary="Purge a dead letter: its body is dropped, the record of it kept",
     )
@@ -351,32 +338,19 @@ def add_dead_routes(api: FastAPI, settings: Settings, app: App) -> None:
         request: Request,
         dead_id: str,
         reason: Annotated[
-            str | None, Query(min_length=1, max_length=2000, description="why (or in the body)")
-        ] = None,
-        purge: Annotated[PurgeRequest | None, Body()] = None,
+            str, Query(min_length=1, max_length=2000, pattern=r"^[^\x00]+$", description="why")
+        ],
     ) -> DeadLetterView:
-        """Marks it purged with who did it and why (``reason``, in the query or the body),
-        and drops its body. Purged already: 409."""
-        if reason is not None and _UNSTORABLE.search(reason):
-            raise _invalid("reason", "must not hold a NUL character", reason, "query")
-        why = reason or (purge.reason if purge is not None else None)
-        if why is None:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "missing",
-                        "loc": ("query", "reason"),
-                        "msg": "Field required (in the query or the body)",
-                        "input": None,
-                    }
-                ]
-            )
+        """Marks it purged with who did it and why, and drops its body (the reason is a
+        query parameter: a DELETE's body is dropped by some clients and proxies). Purged
+        already: 409."""
         try:
-            return view(await service(request).purge(dead_id, by=caller(request).name, reason=why))
+            purged = await service(request).purge(dead_id, by=caller(request).name, reason=reason)
         except DeadLetterNotFoundError as exc:
             raise not_found(exc) from None
         except DeadLetterStateError as exc:
             raise refused(exc) from None
+        return view(purged)
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -202,6 +202,8 @@ class DeadLetters:
             row = locked.row
             if row is None:
                 raise DeadLetterNotFoundError(f"no dead letter has id {dead_letter_id!r}")
+            if correction.has_data and correction.body is not None:
+                raise ReplayRefusedError("give the corrected data or body, not both", "body")
             if row.status is not DeadStatus.DEAD:
                 raise DeadLetterStateError(
                     f"dead letter {row.id} is {row.status} already: only a dead one is replayed",

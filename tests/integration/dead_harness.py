@@ -49,10 +49,10 @@ class Served:
         return await self.http.post(path, headers=headers, json=body)
 
     async def delete(
-        self, path: str, token: str | None = OPERATOR, body: Any = None, **params: Any
+        self, path: str, token: str | None = OPERATOR, **params: Any
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return await self.http.request("DELETE", path, headers=headers, params=params, json=body)
+        return await self.http.delete(path, headers=headers, params=params)
 
     async def listed(self, count: int, within: float = 20.0, **params: Any) -> list[Any]:
         """Wait until ``GET /dead`` (with ``params``) lists ``count`` dead letters."""
