@@ -359,8 +359,8 @@ def _json_bytes(value: Any) -> bytes:
     )
 
 
-def _invalid(field: str, detail: str, value: Any, where: str = "body") -> RequestValidationError:
-    """A 422 in FastAPI's own shape, naming the field of the request to fix."""
+def _invalid(field: str, detail: str, value: Any) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, naming the field of the request body to fix."""
     return RequestValidationError(
-        [{"type": "value_error", "loc": (where, field), "msg": detail, "input": value}]
+        [{"type": "value_error", "loc": ("body", field), "msg": detail, "input": value}]
     )
