@@ -830,7 +830,10 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
-from bus_orchestrator import cli_repair  # noqa: E402, F401 - adds sagas retry|skip|abort|resume
+from bus_orchestrator import (  # noqa: E402 - they use the helpers above
+    cli_dead,  # noqa: F401 - adds dead list|show|replay|purge
+    cli_repair,  # noqa: F401 - adds sagas retry|skip|abort|resume
+)
 
 
 def main() -> None:

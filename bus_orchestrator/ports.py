@@ -7,6 +7,7 @@ twin for tests. The runtime depends on these protocols only.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -463,4 +464,133 @@ class ScheduleStore(Protocol):
     async def purge_firings(self, app: str, older_than: timedelta) -> int:
         """Forget a batch of the app's firings done longer than ``older_than`` ago (the
         newest of each schedule stays in its state); return how many."""
+
+
+# -- the dead-letter archive (migration 0009) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """One message of ``bus.dead``, as the archive keeps it."""
+
+    id: str
+    fingerprint: bytes
+    message_id: str | None
+    message_type: str | None
+    source: str | None
+    correlation_id: str | None
+    reason: str
+    detail: str
+    dead_lettered_by: str | None
+    original_exchange: str | None
+    original_routing_key: str | None
+    content_type: str | None
+    properties: dict[str, Any]
+    headers: dict[str, Any]
+    body: bytes
+    dead_lettered_at: datetime
+    saga_id: str | None = None
+    """From ``x-saga-id``; the archive derives it otherwise where it can."""
+
+
+class DeadStatus(StrEnum):
+    """The fate of an archived dead letter."""
+
+    DEAD = "dead"
+    """In the archive, not acted on."""
+    REPLAYED = "replayed"
+    """Published again to its original exchange and routing key."""
+    PURGED = "purged"
+    """Given up on: its body is dropped, what it was is kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A row of ``dead_letter``; ``properties``, ``headers`` and ``body`` only when read
+    whole (``get``), not in a page."""
+
+    id: str
+    message_id: str | None
+    message_type: str | None
+    source: str | None
+    correlation_id: str | None
+    reason: str
+    detail: str
+    dead_lettered_by: str | None
+    original_exchange: str | None
+    original_routing_key: str | None
+    saga_id: str | None
+    content_type: str | None
+    body_bytes: int
+    dead_lettered_at: datetime
+    archived_at: datetime
+    status: DeadStatus
+    replayed_at: datetime | None
+    replayed_by: str | None
+    replay_reason: str | None
+    replayed_as: str | None
+    purged_at: datetime | None
+    purged_by: str | None
+    purge_reason: str | None
+    properties: dict[str, Any] | None = None
+    headers: dict[str, Any] | None = None
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadFilter:
+    """What ``GET /dead`` and ``dead list`` select; ``None`` is any."""
+
+    status: DeadStatus | None = DeadStatus.DEAD
+    reason: str | None = None
+    message_type: str | None = None
+    saga_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadAfter:
+    """Where a page ends: the last row's time and id."""
+
+    dead_lettered_at: datetime
+    id: str
+
+
+class LockedDeadLetter(Protocol):
+    """A dead letter held for a replay: ``row`` (``None``: no such dead letter), and
+    ``mark``, committed with the lock's end unless the block raised."""
+
+    row: StoredDeadLetter | None
+
+    async def mark(self, by: str, reason: str, replayed_as: str | None) -> StoredDeadLetter:
+        """Record that it was replayed, and as which message id."""
+        ...
+
+
+class DeadLetterArchive(Protocol):
+    """The archive of ``bus.dead``: what the archive consumer writes, and the dead-letter
+    routes and commands read and change."""
+
+    async def archive(self, record: DeadLetterRecord, saga_id: str | None) -> bool:
+        """Keep ``record``; ``False`` when it is there already (a redelivery)."""
+        ...
+
+    async def page(
+        self, where: DeadFilter, after: DeadAfter | None, limit: int
+    ) -> list[StoredDeadLetter]:
+        """Newest first (time, then id), after ``after``, at most ``limit``; without the
+        properties, headers and body."""
+        ...
+
+    async def get(self, dead_letter_id: str) -> StoredDeadLetter | None:
+        """The whole dead letter, or ``None`` (an id that is not a uuid included)."""
+        ...
+
+    def replaying(self, dead_letter_id: str) -> AbstractAsyncContextManager[LockedDeadLetter]:
+        """The dead letter, held until the block ends so that two replays of it cannot
+        both publish."""
+        ...
+
+    async def purge(self, dead_letter_id: str, by: str, reason: str) -> StoredDeadLetter | None:
+        """Mark it purged and drop its body; ``None`` when there is no such dead letter or
+        it is purged already."""
         ...

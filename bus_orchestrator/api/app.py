@@ -28,6 +28,7 @@ from starlette.routing import Match
 
 from bus_orchestrator.api.auth import NO_TOKENS, ApiConfigError, ApiTokens, load_tokens
 from bus_orchestrator.api.cursor import decode_cursor, encode_cursor
+from bus_orchestrator.api.dead import add_dead_routes, dead_letter_archive
 from bus_orchestrator.api.errors import (
     AMBIGUOUS,
     GUARDED,
@@ -163,7 +164,10 @@ def create_api(
         api.state.pool = pool
         api.state.store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
         try:
-            async with postgres_outlet(settings, app, pool, telemetry) as opened:
+            async with (
+                postgres_outlet(settings, app, pool, telemetry) as opened,
+                dead_letter_archive(api, settings, app, pool),
+            ):
                 api.state.outlet = outlet or opened
                 yield
         finally:
@@ -396,6 +400,7 @@ def create_api(
 
     add_repair_routes(api, resolve, detail)
     api.state.repairer = coordinator_repairer(app, settings, lambda: api.state.outlet, telemetry)
+    add_dead_routes(api, settings, app)
 
     @api.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> Health:
