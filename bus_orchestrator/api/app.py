@@ -90,9 +90,9 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 
 async def known_query(request: Request) -> None:
-    """Refuse a query parameter a route with filters does not take (422): a mistyped
-    filter (``?stauts=failed``) would otherwise list every saga. A route without query
-    parameters (which declares no 422) ignores any, as a probe may send them."""
+    """Refuse a query parameter a route with filters does not take, or one given more than
+    once (422): a mistyped filter (``?stauts=failed``) would otherwise list every saga. A
+    route without query parameters (which declares no 422) ignores any, as a probe may."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
@@ -100,6 +100,21 @@ async def known_query(request: Request) -> None:
     if not known:
         return
     unknown = [name for name in request.query_params if name not in known]
+    repeated = sorted(
+        {name for name in request.query_params if len(request.query_params.getlist(name)) > 1}
+    )
+    if repeated:  # every filter takes one value: which of two was meant is not guessed
+        raise RequestValidationError(
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("query", name),
+                    "msg": "given more than once: give one value",
+                    "input": request.query_params.getlist(name),
+                }
+                for name in repeated
+            ]
+        )
     if unknown:
         raise RequestValidationError(
             [
