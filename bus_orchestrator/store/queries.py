@@ -47,6 +47,7 @@ class Queries:
     saga_locks: str
     page_sagas: str
     saga_counts: str
+    count_fold_lock: str
     oldest_running: str
 
     @classmethod
