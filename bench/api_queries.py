@@ -193,6 +193,8 @@ async def load(conn: asyncpg.Connection, n: int) -> dict[str, float]:
     timings["vacuum analyze"] = time.perf_counter() - started
     started = time.perf_counter()
     await conn.fetch(Queries.load().saga_counts, None)  # as the first GET /stats would
+    # As autovacuum soon would: a million dead delta rows would be scanned by each fold.
+    await conn.execute("VACUUM saga_count_delta")
     timings["fold the counts' deltas"] = time.perf_counter() - started
     return timings
 
@@ -211,22 +213,23 @@ WHERE saga_id = $1
 """
 
 
-async def write_cost(conn: asyncpg.Connection, sagas: int, rounds: int) -> dict[str, float]:
-    """Milliseconds of Postgres work per saga life (insert, 5 updates while running, the
-    update to completed; each statement its own transaction, synchronous_commit off so
-    the disk's flush does not drown the difference) without and with migration 0012,
-    interleaved; medians over rounds. The saga table only: a real commit also writes the
-    inbox, history and outbox, so this is the upper bound of the relative cost."""
+async def write_cost(
+    conn: asyncpg.Connection, sagas: int, rounds: int
+) -> dict[str, tuple[float, float]]:
+    """What migration 0012 costs the hot path: per saga life (insert, 5 updates while
+    running, the update to completed; each statement its own transaction), the time taken
+    (synchronous_commit off, so the disk's flush does not drown the difference) and the
+    bytes of index and delta rows written, without and with 0012; the variants interleaved,
+    their order turned each round, medians over rounds. The saga table only: a real commit
+    also writes the inbox, history and outbox, so the relative cost is an upper bound."""
     state = templates()["order_to_cash"]
     scratch = quote_ident(SCHEMA + "_writes")
     await conn.execute("SET synchronous_commit = off")
-    results: dict[str, list[float]] = {
-        "without 0012": [],
-        "0012 indexes": [],
-        "0012 indexes + counts trigger": [],
-    }
-    for _ in range(rounds):
-        for label in results:
+    labels = ["without 0012", "0012 indexes", "0012 indexes + counts trigger"]
+    took: dict[str, list[float]] = {label: [] for label in labels}
+    written: dict[str, list[float]] = {label: [] for label in labels}
+    for round_no in range(rounds):
+        for label in labels if round_no % 2 == 0 else labels[::-1]:
             await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
             await conn.execute(f"CREATE SCHEMA {scratch}")
             await conn.execute(f"SET search_path TO {scratch}")
@@ -246,9 +249,17 @@ async def write_cost(conn: asyncpg.Connection, sagas: int, rounds: int) -> dict[
                 for _ in range(5):
                     await update.fetch(saga_id, "running", state)
                 await update.fetch(saga_id, "completed", state)
-            results[label].append((time.perf_counter() - started) * 1000 / sagas)
+            took[label].append((time.perf_counter() - started) * 1000 / sagas)
+            size = await conn.fetchval(
+                "SELECT pg_indexes_size('saga') + coalesce(pg_table_size("
+                "to_regclass('saga_count_delta')), 0)"
+            )
+            written[label].append(size / sagas)
     await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
-    return {label: statistics.median(values) for label, values in results.items()}
+    return {
+        label: (statistics.median(took[label]), statistics.median(written[label]))
+        for label in labels
+    }
 
 
 # -- samples ---------------------------------------------------------------------------
@@ -543,10 +554,16 @@ async def main(args: argparse.Namespace) -> int:
     try:
         if args.write_cost:
             cost = await write_cost(conn, args.write_cost, args.rounds)
-            base = cost["without 0012"]
-            print(f"Postgres time per saga life, saga table only ({args.write_cost} sagas):")
-            for label, ms in cost.items():
-                print(f"  {label:<30} {ms:6.3f} ms  ({ms / base:.2f}x)")
+            base, base_bytes = cost["without 0012"]
+            print(
+                f"per saga life, saga table only ({args.write_cost} sagas, {args.rounds} rounds): "
+                "time, and bytes of index and count delta rows"
+            )
+            for label, (ms, size) in cost.items():
+                print(
+                    f"  {label:<30} {ms:6.3f} ms ({ms / base:.2f}x)  "
+                    f"{size:7.0f} B ({size / base_bytes:.2f}x)"
+                )
         if args.reuse:
             await conn.execute(f"SET search_path TO {quote_ident(SCHEMA)}")
         else:

@@ -16,7 +16,7 @@ from bus_orchestrator.ports import CommitResult, SagaCount
 from bus_orchestrator.store.migrate import migrate
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
 from tests.integration import test_store_contract as contract
-from tests.integration.test_store_contract import Store, bump, change, make_saga
+from tests.integration.test_store_contract import T0, Store, bump, change, make_saga
 
 pytestmark = pytest.mark.integration
 
@@ -150,4 +150,48 @@ async def test_the_migration_counts_the_sagas_already_there(
             await pool.close()
         assert counted(stats.counts) == {("order", "completed"): 2, ("order", "running"): 2}
     finally:
+        await conn.close()
+
+
+OLDEST_BY_SCAN = """
+SELECT DISTINCT ON (saga_type) saga_type, saga_id::text AS saga_id, status, created_at
+FROM saga WHERE status NOT IN ('completed', 'compensated', 'failed')
+ORDER BY saga_type, created_at, saga_id
+"""
+
+
+async def test_the_oldest_unfinished_is_what_a_scan_of_every_saga_finds(
+    settings: Settings, db_schema: str
+) -> None:
+    """oldest_running.sql reads a few index entries per type; the answer is the one of
+    the plain query over every saga, ties on the creation time included."""
+    conn = await asyncpg.connect(settings.database_url)
+    await migrate(conn, db_schema)
+    await conn.execute(f'SET search_path TO "{db_schema}"')
+    pool = await create_pool(settings.model_copy(update={"db_pool_size": 1}))
+    store = PostgresSagaStore(pool, timedelta(seconds=1))
+    try:
+        statuses = ["running", "compensating", "suspended", "completed", "failed"]
+        for n in range(40):
+            await conn.execute(
+                "INSERT INTO saga (saga_id, saga_type, correlation_id, status, version, state,"
+                " created_at, updated_at) VALUES (gen_random_uuid(), $1, $2, $3, 1, '{}',"
+                " $4, $4)",
+                ("order", "refund", "ship")[n % 3],
+                f"t{n}",
+                statuses[n % 5],
+                T0 + timedelta(seconds=n // 6),  # six sagas share each time
+            )
+        expected = [
+            (r["saga_type"], r["saga_id"], r["status"], r["created_at"])
+            for r in await conn.fetch(OLDEST_BY_SCAN)
+        ]
+        for types in (None, ["order", "ship"]):
+            found = (await store.saga_stats(types)).oldest_running
+            assert [(o.saga_type, o.saga_id, o.status.value, o.created_at) for o in found] == [
+                e for e in expected if types is None or e[0] in types
+            ]
+        assert len(expected) == 3
+    finally:
+        await pool.close()
         await conn.close()
