@@ -478,6 +478,12 @@ class PostgresSagaStore:
         """Delete sagas finished longer than ``older_than`` ago, with their history."""
         return await self._count(self._sql.purge_finished, older_than, self._types)
 
+    async def fold_counts(self) -> int:
+        with postgres_errors:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(self._sql.count_fold_lock)
+                return int(await conn.fetchval(self._sql.fold_counts))
+
     async def purge_orphan_history(self, older_than: timedelta) -> int:
         """Delete history rows of no saga recorded longer than ``older_than`` ago."""
         return await self._count(self._sql.purge_orphan_history, older_than, self._app)

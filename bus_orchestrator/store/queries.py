@@ -48,6 +48,7 @@ class Queries:
     page_sagas: str
     saga_counts: str
     count_fold_lock: str
+    fold_counts: str
     oldest_running: str
 
     @classmethod

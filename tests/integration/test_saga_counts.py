@@ -102,12 +102,20 @@ async def test_counts_are_exact_under_any_sql_and_concurrent_readers(
             for _ in range(5):
                 await store.saga_stats()
 
-        await asyncio.gather(*(write(n) for n in range(30)), read(), read(), read())
+        async def fold() -> None:
+            for _ in range(5):
+                await store.fold_counts()
+
+        await asyncio.gather(*(write(n) for n in range(30)), read(), read(), fold())
         stats = await store.saga_stats()
         expected = await truth(conn)
         assert counted(stats.counts) == expected
         assert sum(expected.values()) == 30 - 6  # c0, c5, ... c25 deleted
         assert await conn.fetchval("SELECT count(*) FROM saga_count_delta") == 0
+        await store.commit(change("late", make_saga("late")))
+        assert await store.fold_counts() == 1  # the housekeeping's fold
+        assert await store.fold_counts() == 0
+        assert counted((await store.saga_stats()).counts) == await truth(conn)
     finally:
         await pool.close()
         await conn.close()
