@@ -504,6 +504,13 @@ async def wait_serving(http: httpx.AsyncClient, api: subprocess.Popen[bytes]) ->
     raise SystemExit("the API never answered")
 
 
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` so far, in ms: what a request costs
+    the API process, whatever else the machine runs meanwhile."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -588,7 +595,7 @@ async def main(args: argparse.Namespace) -> int:
         the_queries = [q for q in the_queries if args.only in q.name]
     port = args.port
     api = start_api(port)
-    rounds: dict[str, list[tuple[float, float]]] = {q.name: [] for q in the_queries}
+    rounds: dict[str, list[tuple[float, float, float]]] = {q.name: [] for q in the_queries}
     try:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(
@@ -600,8 +607,10 @@ async def main(args: argparse.Namespace) -> int:
                 await measure(http, query, args.warmup, rng)
             for round_no in range(args.rounds):
                 for query in the_queries:
+                    cpu = cpu_ms(api.pid)
                     took = await measure(http, query, args.requests, rng)
-                    rounds[query.name].append((percentile(took, 0.5), percentile(took, 0.99)))
+                    cpu = (cpu_ms(api.pid) - cpu) / args.requests
+                    rounds[query.name].append((percentile(took, 0.5), percentile(took, 0.99), cpu))
                 print(f"  round {round_no + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         api.terminate()
@@ -611,16 +620,20 @@ async def main(args: argparse.Namespace) -> int:
     width = max(len(q.name) for q in the_queries)
     print()
     print(
-        f"{args.rounds} rounds x {args.requests} requests per query, one at a time "
-        "(ms, median over rounds of each round's p50 / p99)"
+        f"{args.rounds} rounds x {args.requests} requests per query, one at a time (ms, "
+        "median over rounds of each round's p50 / p99 / API process CPU per request; SQL: "
+        "EXPLAIN ANALYZE's execution time of the route's statements)"
     )
-    print(f"{'query'.ljust(width)}  {'p50':>7}  {'p99':>7}  SQL ms  scans")
+    print(f"{'query'.ljust(width)}  {'p50':>7}  {'p99':>7}  {'CPU':>5}  {'SQL':>6}  scans")
     for query in the_queries:
         p50 = statistics.median(r[0] for r in rounds[query.name])
         p99 = statistics.median(r[1] for r in rounds[query.name])
+        cpu = statistics.median(r[2] for r in rounds[query.name])
         sql_ms = sum(ms for _, _, ms in plans[query.name])
         scans = "; ".join(s for _, found_scans, _ in plans[query.name] for s in found_scans)
-        print(f"{query.name.ljust(width)}  {p50:7.2f}  {p99:7.2f}  {sql_ms:6.2f}  {scans}")
+        print(
+            f"{query.name.ljust(width)}  {p50:7.2f}  {p99:7.2f}  {cpu:5.2f}  {sql_ms:6.2f}  {scans}"
+        )
     seq = [
         q.name for q in the_queries for text, _, _ in plans[q.name] if "Seq Scan on saga " in text
     ]

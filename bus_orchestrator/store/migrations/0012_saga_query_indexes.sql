@@ -2,19 +2,22 @@
 -- only, no scan of the whole saga table (bench/api_queries.py measures them).
 --
 -- GET /sagas?status=...: newest first within one status. The filters the API adds (type,
--- the app's types, updated_before for stuck sagas) are key columns after the order, so a
--- scan tests them on the index entry and visits the saga row only for a match: a rare
--- combination (failed sagas of one type, sagas stuck since yesterday) does not read a heap
--- page per saga it skips. GET /stats counts by type and status from this index alone.
--- Every saga write already updates each saga index (updated_at changes, so no update is
--- HOT): this is one more index entry per write.
-CREATE INDEX saga_status_newest_idx
-    ON saga (status, created_at DESC, saga_id, saga_type, updated_at);
+-- the app's types) are key columns after the order, so a scan tests them on the index
+-- entry and visits the saga row only for a match: a rare combination (failed sagas of one
+-- type) does not read a heap page per saga it skips.
+-- What the hot path pays: every saga write already adds an entry to each saga index (each
+-- changes updated_at, indexed in saga_finished_idx, so no update is HOT); this is one more.
+-- Its keys change only when the status does, so the entries of older row versions are
+-- removed from the page as it fills (bottom-up deletion) instead of piling up until
+-- VACUUM. For that reason updated_at (which changes at every write) is not a key here:
+-- updated_before (stuck sagas) is tested on the row; the stuck ones are found among the
+-- sagas of their status alone.
+CREATE INDEX saga_status_newest_idx ON saga (status, created_at DESC, saga_id, saga_type);
 
--- GET /sagas without a status: the same trick on the newest-first index, which gets the
--- filter columns as trailing keys (wider entries, no more of them).
+-- GET /sagas without a status: the same on the newest-first index, which gets the type
+-- and status as trailing keys (wider entries, no more of them).
 DROP INDEX saga_newest_idx;
-CREATE INDEX saga_newest_idx ON saga (created_at DESC, saga_id, saga_type, status, updated_at);
+CREATE INDEX saga_newest_idx ON saga (created_at DESC, saga_id, saga_type, status);
 
 -- GET /stats: the number of sagas by type and status, exact without counting a million
 -- index entries. A trigger appends a +1 / -1 row to saga_count_delta when a saga is

@@ -3,7 +3,7 @@
 -- NULL: any); after the saga ($8 created_at, $9 saga_id) of the previous page; at most $10.
 -- The order is that of saga_newest_idx (created_at DESC, saga_id, ...) and, within a status,
 -- of saga_status_newest_idx (status, created_at DESC, saga_id, ...): their trailing keys
--- (type, status, updated_at) let a scan test the filters on the index entry (0012).
+-- (type, status) let a scan test those filters on the index entry (0012).
 -- "created_at <= $8" bounds the scan, the rest of the cursor condition breaks ties on
 -- created_at by saga id.
 SELECT state FROM saga
