@@ -14,7 +14,7 @@ import pytest
 from bus_orchestrator.config import Settings
 from tests.e2e.processes import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # loads, then a process
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = (
