@@ -388,6 +388,11 @@ class SagaStore(Protocol):
         return how many."""
         ...
 
+    async def fold_counts(self) -> int:
+        """Fold a batch of the changes to the saga counts (by type and status) recorded
+        since the last fold into the counts, if the store keeps them; return how many."""
+        ...
+
 
 class Outbox(Protocol):
     """The relay's view of the outbox."""

@@ -22,6 +22,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
 from pydantic import AwareDatetime, BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -37,6 +38,7 @@ from bus_orchestrator.api.errors import (
     Responses,
 )
 from bus_orchestrator.api.guard import READER
+from bus_orchestrator.api.metrics import add_metrics_route
 from bus_orchestrator.api.models import (
     AmbiguousBody,
     ErrorBody,
@@ -151,13 +153,15 @@ def create_api(
     store: SagaReader | None = None,
     outlet: Outlet | None = None,
     telemetry: Telemetry | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> FastAPI:
     """The HTTP API of ``app``.
 
     ``tokens`` default to those of the settings (``BUS_API_TOKENS``, ``_FILE``); without
     any, ``ApiConfigError`` unless ``BUS_API_INSECURE`` is set. The Postgres pool opens in
     the lifespan (lazily: the API starts while Postgres is down, and says so on /readyz);
-    a ``store`` given instead is used as it is (tests).
+    a ``store`` given instead is used as it is (tests). ``GET /metrics`` renders the
+    ``metrics`` registry (the process's, see ``telemetry.prometheus``).
 
     Writes go through the ``outlet`` (``api.outlet``): by default one of its own on the
     Postgres pool, with its own relay; beside a given in-memory ``store``, one that leaves
@@ -191,8 +195,8 @@ def create_api(
     api = FastAPI(
         title=f"bus-orchestrator: {app.document_title}",
         version=app.version,
-        description="Read-only HTTP API of the app's sagas. Every route but /healthz and "
-        "/readyz takes a bearer token (role reader or operator).",
+        description="Read-only HTTP API of the app's sagas. Every route but /healthz, "
+        "/readyz and /metrics takes a bearer token (role reader or operator).",
         lifespan=lifespan,
         dependencies=[Depends(known_query)],
     )
@@ -441,4 +445,5 @@ def create_api(
         return Readiness(status="ready" if ready else "not ready", checks=checks)
 
     add_schedule_routes(api, app)
+    add_metrics_route(api, metrics)
     return api
