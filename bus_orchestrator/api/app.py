@@ -48,12 +48,14 @@ from bus_orchestrator.api.models import (
     Stats,
     StatusCount,
 )
+from bus_orchestrator.api.outlet import Outlet, install_refusals, memory_outlet, postgres_outlet
 from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.errors import StoreUnavailableError
 from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader
+from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import trace_id_of
 from bus_orchestrator.views import find_saga, history_view, saga_view
 
@@ -112,6 +114,8 @@ def create_api(
     *,
     tokens: ApiTokens | None = None,
     store: SagaReader | None = None,
+    outlet: Outlet | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """The HTTP API of ``app``.
 
@@ -119,6 +123,10 @@ def create_api(
     any, ``ApiConfigError`` unless ``BUS_API_INSECURE`` is set. The Postgres pool opens in
     the lifespan (lazily: the API starts while Postgres is down, and says so on /readyz);
     a ``store`` given instead is used as it is (tests).
+
+    Writes go through the ``outlet`` (``api.outlet``): by default one of its own on the
+    Postgres pool, with its own relay; beside a given in-memory ``store``, one that leaves
+    what it commits in that store's outbox.
     """
     tokens = load_tokens(settings) if tokens is None else tokens
     if not len(tokens) and not settings.api_insecure:
@@ -138,7 +146,9 @@ def create_api(
         api.state.pool = pool
         api.state.store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
         try:
-            yield
+            async with postgres_outlet(settings, app, pool, telemetry) as opened:
+                api.state.outlet = outlet or opened
+                yield
         finally:
             await pool.close()
 
@@ -153,6 +163,8 @@ def create_api(
     api.state.tokens = tokens if len(tokens) else None
     if store is not None:
         api.state.store, api.state.pool = store, None
+        api.state.outlet = outlet or memory_outlet(settings, app, store, telemetry)
+    install_refusals(api)
 
     @api.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError) -> JSONResponse:

@@ -74,6 +74,7 @@ from bus_orchestrator.ports import (
 from bus_orchestrator.runtime.history import EngineMessage, entry_in, source_of
 from bus_orchestrator.runtime.locks import LockGrants
 from bus_orchestrator.runtime.ordering import KeyedLocks
+from bus_orchestrator.runtime.outgoing import encode_outgoing
 from bus_orchestrator.runtime.parking import ParkedEvents, Relay
 from bus_orchestrator.runtime.spans import Delivery, SagaSpans, Timed
 from bus_orchestrator.telemetry.logs import bind_saga
@@ -85,7 +86,7 @@ from bus_orchestrator.telemetry.tracing import (
     saga_attributes,
     saga_headers,
 )
-from bus_orchestrator.transport.codec import RawMessage, decode, encode
+from bus_orchestrator.transport.codec import RawMessage, decode
 from bus_orchestrator.transport.consumer import DeadLetter, Verdict
 from bus_orchestrator.transport.topology import Topology
 
@@ -559,16 +560,7 @@ class Coordinator:
         return decision, encoded
 
     def _encode(self, out: Outgoing, now: datetime) -> OutboxMessage:
-        return encode(
-            message_id=out.message_id,
-            payload=out.payload,
-            exchange=self._topology.exchange_for(out.payload.kind),
-            source=self._source,
-            time=now,
-            correlation_id=out.correlation_id,
-            causation_id=out.causation_id,
-            compensates=out.compensates,
-        )
+        return encode_outgoing(out, topology=self._topology, source=self._source, now=now)
 
     async def _duplicate(self, span: Span, message: EngineMessage, unparked: int | None) -> None:
         log.debug("duplicate %s %s ignored", message.message_type, message.message_id)

@@ -11,8 +11,8 @@ from opentelemetry.trace import NoOpTracer, Tracer
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import Message
+from bus_orchestrator.runtime.outgoing import encode_message
 from bus_orchestrator.telemetry.tracing import send_traced
-from bus_orchestrator.transport.codec import encode
 from bus_orchestrator.transport.publisher import AmqpPublisher
 from bus_orchestrator.transport.topology import Topology, connect
 
@@ -45,12 +45,12 @@ class EventPublisher:
 
     async def publish(self, publication: Publication) -> None:
         payload = publication.payload
-        message = encode(
+        message = encode_message(
+            payload,
             message_id=publication.message_id,
-            payload=payload,
-            exchange=self._topology.exchange_for(payload.kind),
+            topology=self._topology,
             source=self._source,
-            time=datetime.now(UTC),
+            now=datetime.now(UTC),
             correlation_id=publication.correlation_id,
         )
         await send_traced(self._tracer, self._publisher, message)

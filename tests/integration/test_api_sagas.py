@@ -449,7 +449,9 @@ async def test_not_ready_while_a_dependency_is_unreachable(
 async def test_a_saga_started_on_the_bus_is_seen_over_http(
     api: Api, settings: Settings, bus: TestBus
 ) -> None:
-    service = await start_coordinator(settings)
+    # the API's own app: the API registered its saga types on start-up
+    service = await start_coordinator(settings, app="api-test")
+    bus.queues.append(service.queue_name)
     try:
         channel = await bus.channel()
         await publish(channel, bus.topology.events, order("bus-1"), correlation_id="bus-1")
