@@ -32,6 +32,7 @@ from bus_orchestrator.api.errors import (
     ApiError,
     Responses,
 )
+from bus_orchestrator.api.events import add_event_routes
 from bus_orchestrator.api.guard import READER
 from bus_orchestrator.api.models import (
     AmbiguousBody,
@@ -50,6 +51,7 @@ from bus_orchestrator.api.models import (
 )
 from bus_orchestrator.api.outlet import Outlet, install_refusals, memory_outlet, postgres_outlet
 from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
+from bus_orchestrator.api.webhooks import add_webhook_routes
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
@@ -155,8 +157,8 @@ def create_api(
     api = FastAPI(
         title=f"bus-orchestrator: {app.document_title}",
         version=app.version,
-        description="Read-only HTTP API of the app's sagas. Every route but /healthz and "
-        "/readyz takes a bearer token (role reader or operator).",
+        description="HTTP API of the app's sagas. Every route but /healthz, /readyz and "
+        "/webhooks/{name} (signed instead) takes a bearer token (role reader or operator).",
         lifespan=lifespan,
         dependencies=[Depends(known_query)],
     )
@@ -165,6 +167,9 @@ def create_api(
         api.state.store, api.state.pool = store, None
         api.state.outlet = outlet or memory_outlet(settings, app, store, telemetry)
     install_refusals(api)
+
+    add_event_routes(api, settings, app)
+    add_webhook_routes(api, settings, app)
 
     @api.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError) -> JSONResponse:

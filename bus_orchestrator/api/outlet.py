@@ -40,11 +40,19 @@ from bus_orchestrator.errors import (
     BusOrchestratorError,
     SchemaNotMigratedError,
 )
-from bus_orchestrator.ports import Change, CommitResult, Committed, OutboxMessage, SagaStore
+from bus_orchestrator.ports import (
+    Change,
+    CommitResult,
+    Committed,
+    OutboxMessage,
+    RequestKeys,
+    SagaStore,
+)
 from bus_orchestrator.runtime.outgoing import encode_message, encode_outgoing
 from bus_orchestrator.runtime.parking import Relay
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.startup import until_started
+from bus_orchestrator.store.request_keys import InMemoryRequestKeys, PostgresRequestKeys
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import inject
 from bus_orchestrator.transport.lazy import LazyAmqpPublisher
@@ -78,6 +86,7 @@ class Outlet:
         relay: Relay | None = None,
         telemetry: Telemetry | None = None,
         consumer: str = "api",
+        request_keys: RequestKeys | None = None,
     ) -> None:
         self.topology = topology
         self.source = source
@@ -86,6 +95,8 @@ class Outlet:
         self.telemetry = telemetry or Telemetry.disabled()
         self._store = store
         self._relay = relay
+        self.request_keys: RequestKeys = request_keys or InMemoryRequestKeys()
+        """The idempotency keys of the API's requests (``Idempotency-Key``)."""
 
     @property
     def tracer(self) -> Tracer:
@@ -180,7 +191,11 @@ class PostgresOutlet(Outlet):
     ) -> None:
         topology = Topology(settings.exchange_prefix, settings.delivery_limit)
         super().__init__(
-            topology, f"{API_SOURCE}:{app.name}", telemetry=telemetry, consumer=f"api.{app.name}"
+            topology,
+            f"{API_SOURCE}:{app.name}",
+            telemetry=telemetry,
+            consumer=f"api.{app.name}",
+            request_keys=PostgresRequestKeys(pool),
         )
         self.settings = settings
         self.app = app
