@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus_orchestrator.app import App, load_app
+from bus_orchestrator.cli_webhooks import webhooks_app
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import MessageKind
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
@@ -54,6 +55,7 @@ sagas_app = typer.Typer(help="Query saga state.")
 app.add_typer(sagas_app, name="sagas")
 contracts_app = typer.Typer(help="The message contracts: AsyncAPI, JSON Schema, compatibility.")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(webhooks_app, name="webhooks")
 
 EXAMPLE_APP = "example:create_app"
 """The example application of the source repository (order-to-cash)."""
@@ -296,10 +298,11 @@ SourceOption = Annotated[str, typer.Option("--source")]
 
 @app.command()
 def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
-    """Serve the app's read-only HTTP API (uvicorn) on BUS_API_HOST:BUS_API_PORT.
+    """Serve the app's HTTP API (uvicorn) on BUS_API_HOST:BUS_API_PORT.
 
-    Every route but /healthz and /readyz takes a bearer token of BUS_API_TOKENS or
-    BUS_API_TOKENS_FILE; with none, it refuses to start unless BUS_API_INSECURE=1."""
+    Every route but /healthz, /readyz and the signed /webhooks/{name} takes a bearer token
+    of BUS_API_TOKENS or BUS_API_TOKENS_FILE; with none, it refuses to start unless
+    BUS_API_INSECURE=1. Webhook secrets: BUS_WEBHOOK_SECRET_<NAME> (or its _FILE)."""
     import socket
 
     import uvicorn
@@ -309,8 +312,12 @@ def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
     settings = _settings()
     _configure_logging(log_level, settings)
     application = _app(app_ref, settings)
+    # Tracing from the OTEL_* variables: an event published over HTTP starts a trace that
+    # the saga it starts joins.
+    provider = tracer_provider_from_env("bus-api")
+    telemetry = Telemetry(tracer_of(provider), Metrics.disabled())
     try:
-        served = create_api(settings, application)
+        served = create_api(settings, application, telemetry=telemetry)
     except ApiConfigError as exc:
         errors.print(f"[bold red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
@@ -353,6 +360,8 @@ def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
         await serving
 
     _run(_until_signalled(serve))
+    if provider is not None:
+        provider.shutdown()
     if not server.started:
         raise typer.Exit(1)
 

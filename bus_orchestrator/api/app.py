@@ -148,8 +148,12 @@ def create_api(
         api.state.pool = pool
         api.state.store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
         try:
+            if outlet is not None:
+                api.state.outlet = outlet
+                yield
+                return
             async with postgres_outlet(settings, app, pool, telemetry) as opened:
-                api.state.outlet = outlet or opened
+                api.state.outlet = opened
                 yield
         finally:
             await pool.close()
