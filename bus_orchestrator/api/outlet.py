@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import NoOpTracer, Tracer
 
+from bus_orchestrator.api.errors import ApiError
 from bus_orchestrator.api.models import ErrorBody
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
@@ -283,8 +284,12 @@ async def postgres_outlet(
 
 
 def outlet_of(request: Request) -> Outlet:
-    """The outlet of the API serving ``request`` (``request.app.state.outlet``)."""
-    found: Outlet = request.app.state.outlet
+    """The outlet of the API serving ``request`` (``request.app.state.outlet``); 503 for
+    an API built over a read-only store (no outlet)."""
+    found: Outlet | None = getattr(request.app.state, "outlet", None)
+    if found is None:
+        detail = "this API serves reads only: it has no outlet for writes"
+        raise ApiError(503, ErrorBody(error="unavailable", detail=detail))
     return found
 
 

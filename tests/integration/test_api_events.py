@@ -247,3 +247,23 @@ async def test_the_saga_an_event_starts_joins_the_requests_trace(
     assert any(s.parent.span_id == publish.context.span_id for s in sends)  # type: ignore[union-attr]
     for span in spans:
         assert OPERATOR not in str(span.attributes) and CARD not in str(span.attributes)
+
+
+async def test_writes_are_503_while_the_database_cannot_take_them(
+    settings: Settings, db_schema: str
+) -> None:
+    """Unmigrated: 503 naming the fix; Postgres unreachable: 503 (the API still serves)."""
+    async with serving(settings, create_app(settings)) as served:
+        response = await served.post(f"/events/{PLACED}", {"data": placed("un-1")})
+    assert response.status_code == 503, response.text
+    assert "bus-orchestrator migrate" in response.json()["detail"]
+
+    unreachable = "postgresql://root@127.0.0.1:1/test"
+    nowhere = settings.model_copy(
+        update={"database_url": unreachable, "db_connect_timeout_seconds": 1.0}
+    )
+    async with serving(nowhere, create_app(nowhere)) as served:
+        response = await served.post(f"/events/{PLACED}", {"data": placed("un-2")})
+        assert (await served.http.get("/healthz")).status_code == 200
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "unavailable"
