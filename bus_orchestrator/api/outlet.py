@@ -36,6 +36,7 @@ from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.decision import Outgoing
 from bus_orchestrator.core.messages import Message, MessageKind
+from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.errors import (
     AppConflictError,
     BusOrchestratorError,
@@ -49,13 +50,12 @@ from bus_orchestrator.ports import (
     RequestKeys,
     SagaStore,
 )
-from bus_orchestrator.runtime.outgoing import encode_message, encode_outgoing
+from bus_orchestrator.runtime.outgoing import encode_message, encode_outgoing, for_saga
 from bus_orchestrator.runtime.parking import Relay
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.startup import until_started
 from bus_orchestrator.store.request_keys import InMemoryRequestKeys, PostgresRequestKeys
 from bus_orchestrator.telemetry.setup import Telemetry
-from bus_orchestrator.telemetry.tracing import inject
 from bus_orchestrator.transport.lazy import LazyAmqpPublisher
 from bus_orchestrator.transport.topology import Topology
 
@@ -154,28 +154,21 @@ class Outlet:
         )
         return self._traced(message)
 
-    def encode_outgoing(self, out: Outgoing, now: datetime | None = None) -> OutboxMessage:
-        """A message a saga's decision sends, encoded as the coordinator does it."""
+    def encode_outgoing(
+        self, out: Outgoing, instance: SagaInstance | None = None, now: datetime | None = None
+    ) -> OutboxMessage:
+        """A message a saga's decision sends, encoded as the coordinator does it: with the
+        ``x-saga-*`` headers of ``instance`` (the saga after the decision) and the current
+        trace context."""
         message = encode_outgoing(
             out, topology=self.topology, source=self.source, now=now or utc_now()
         )
-        return self._traced(message)
+        return for_saga(
+            message, instance, compensation=out.compensates is not None, traced=self.tracing
+        )
 
     def _traced(self, message: OutboxMessage) -> OutboxMessage:
-        if not self.tracing:
-            return message
-        headers = dict(message.headers)
-        inject(headers)
-        return OutboxMessage(
-            message_id=message.message_id,
-            message_type=message.message_type,
-            exchange=message.exchange,
-            routing_key=message.routing_key,
-            body=message.body,
-            content_type=message.content_type,
-            headers=headers,
-            correlation_id=message.correlation_id,
-        )
+        return for_saga(message, None, traced=self.tracing)
 
 
 class PostgresOutlet(Outlet):
