@@ -97,21 +97,14 @@ not configured on this server is 503."""
 
 
 def load_secrets(app: App, environ: Mapping[str, str] | None = None) -> dict[str, bytes | None]:
-    """Each webhook's secret; a missing one is logged (its setting, never a value), an
-    unreadable file is an ``ApiConfigError``."""
+    """Each webhook's secret (``None``: not set); an unreadable file is an
+    ``ApiConfigError``."""
     secrets: dict[str, bytes | None] = {}
     for webhook in app.webhooks:
         try:
             secrets[webhook.name] = load_secret(webhook, environ)
         except WebhookSecretError as exc:
             raise ApiConfigError(str(exc)) from None
-        if secrets[webhook.name] is None:
-            log.warning(
-                "webhook %r has no secret: set %s (or %s_FILE); until then it answers 503",
-                webhook.name,
-                webhook.secret_setting,
-                webhook.secret_setting,
-            )
     return secrets
 
 
@@ -174,6 +167,7 @@ def add_webhook_routes(
     now, from ``environ`` (the process's environment by default)."""
     hooks = {webhook.name: webhook for webhook in app.webhooks}
     secrets = load_secrets(app, environ)
+    told: set[str] = set()
 
     @api.post(
         "/webhooks/{name}",
@@ -211,6 +205,15 @@ def add_webhook_routes(
             raise refuse(404, "not_found", f"app {app.name!r} has no webhook {name!r}")
         secret = secrets[name]
         if secret is None:
+            if name not in told:  # once: the sender retries
+                told.add(name)
+                log.warning(
+                    "webhook %r called, but it has no secret: set %s (or %s_FILE); it "
+                    "answers 503 until then",
+                    name,
+                    webhook.secret_setting,
+                    webhook.secret_setting,
+                )
             raise refuse(503, "unavailable", f"webhook {name!r} is not configured on this server")
         body = await read_body(request, settings.max_message_bytes)
         presented = request.headers.get(SIGNATURE_HEADER)
