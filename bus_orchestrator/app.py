@@ -1,7 +1,8 @@
 """The application object: what a team brings to the engine, under one name.
 
-An ``App`` holds a team's saga definitions, the adapters it runs (if any), and any extra
-message models; its contract registry is derived from what those declare. The command line
+An ``App`` holds a team's saga definitions, the adapters it runs (if any), the events it
+publishes by the clock (``schedules``, see ``core.schedule``) and any extra message models;
+its contract registry is derived from what those declare. The command line
 finds it by reference, as ``uvicorn`` and ``celery -A`` do::
 
     # onboarding/app.py
@@ -28,6 +29,7 @@ from bus_orchestrator.adapters.adapter import Adapter
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import ContractRegistry, Event, Message
+from bus_orchestrator.core.schedule import Schedule
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.errors import AppLoadError, DefinitionError
 from bus_orchestrator.webhooks import Webhook
@@ -70,6 +72,8 @@ class App:
     """The title of the app's AsyncAPI document; its name when empty."""
     description: str = ""
     demo: DemoPlan | None = None
+    schedules: Sequence[Schedule[Any]] = ()
+    """Events the app's coordinators publish by the clock (``core.schedule``)."""
     registry: ContractRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +93,9 @@ class App:
         hooks = [w.name for w in self.webhooks]
         if len(set(hooks)) != len(hooks):
             raise DefinitionError(f"app {self.name!r}: webhook names must be unique: {hooks}")
+        schedules = [s.name for s in self.schedules]
+        if len(set(schedules)) != len(schedules):
+            raise DefinitionError(f"app {self.name!r}: schedule names must be unique: {schedules}")
         registry = ContractRegistry()
         models: list[type[Message]] = []
         for saga in self.sagas:
@@ -97,6 +104,7 @@ class App:
             models += sorted(adapter.message_models(), key=lambda m: m.message_type)
         models += self.contracts
         models += [w.event for w in self.webhooks]
+        models += [s.publishes for s in self.schedules]
         for model in models:
             try:
                 registry.register(model)
@@ -128,6 +136,19 @@ class App:
                 return saga
         have = ", ".join(str(s.version) for s in sorted(found, key=lambda s: s.version))
         raise DefinitionError(f"saga {name!r} has no version {version} (it has: {have})")
+
+    def definition_for(self, saga_type: str, version: int) -> SagaDefinition[Any, Any] | None:
+        """The definition a stored saga runs on: its version, else the newest of its type
+        (for a view), else ``None`` (not a saga of this app)."""
+        newest = None
+        for saga in self.sagas:
+            if saga.name != saga_type:
+                continue
+            if saga.version == version:
+                return saga
+            if newest is None or saga.version > newest.version:
+                newest = saga
+        return newest
 
     @property
     def document_title(self) -> str:

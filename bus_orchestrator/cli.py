@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -46,7 +46,7 @@ from bus_orchestrator.startup import service_error_line
 from bus_orchestrator.telemetry.logs import configure_logging
 from bus_orchestrator.telemetry.metrics import Metrics
 from bus_orchestrator.telemetry.setup import Telemetry, tracer_of, tracer_provider_from_env
-from bus_orchestrator.views import find_saga, history_view, saga_view
+from bus_orchestrator.views import app_saga_view, find_saga, history_view
 
 T = TypeVar("T")
 
@@ -256,6 +256,7 @@ def run(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
                     stop,
                     telemetry,
                     app=application.name,
+                    schedules=application.schedules,
                 )
             )
         )
@@ -490,7 +491,7 @@ def sagas_show(
 
     settings = _settings()
     shape = _output(output, as_json)
-    models = _data_models(_app(app_ref, settings))
+    application = _app(app_ref, settings)
 
     async def main() -> dict[str, Any] | list[SagaInstance]:
         async with open_store(settings) as store:
@@ -499,8 +500,7 @@ def sagas_show(
                 return found
             [instance] = found
             locks = await store.saga_locks(instance.saga_id) if instance.locks else None
-            model = models.get(instance.saga_type)
-            view = saga_view(instance, settings.jaeger_ui_url, model, locks)
+            view = app_saga_view(application, instance, settings.jaeger_ui_url, locks)
             if history:
                 view["history"] = [history_view(h) for h in await store.history(instance.saga_id)]
             return view
@@ -562,12 +562,12 @@ def sagas_list(
 
     settings = _settings()
     shape = _output(output, as_json)
-    models = _data_models(_app(app_ref, settings))
+    application = _app(app_ref, settings)
 
     async def main() -> list[dict[str, Any]]:
         async with open_store(settings) as store:
             found = await store.list_sagas(status=status, saga_type=saga_type, limit=limit)
-            return [saga_view(i, settings.jaeger_ui_url, models.get(i.saga_type)) for i in found]
+            return [app_saga_view(application, i, settings.jaeger_ui_url) for i in found]
 
     views = _run(main())
     if shape is Output.JSON:
@@ -649,6 +649,15 @@ def _print_saga(view: dict[str, Any]) -> None:
         print(f"  trace: {view['jaeger_url'] or view['trace_id']}")
     if view["in_flight"]:
         print(f"  in flight: {', '.join(view['in_flight'])} (until {_when(view['deadline'])})")
+    awaiting = view["awaiting"] or {}
+    if awaiting.get("kind") == "operator":
+        held = ", ".join(item["step"] for item in awaiting["items"])
+        print(f"  suspended by {held}: an operator must retry, skip or abort")
+    elif awaiting.get("kind") == "compensation":
+        [item] = awaiting["items"]
+        print(f"  compensating {item['step']} (until {_when(item['until'])})")
+    if view["repairs"]:
+        print(f"  repairs: {', '.join(view['repairs'])} (sagas <repair> ID --reason ...)")
     for early in view["early_events"]:
         print(f"  kept for a later wait: {early}")
     for held in view.get("locks", {}).get("held", []):
@@ -692,11 +701,6 @@ def _print_saga(view: dict[str, Any]) -> None:
             f"  {_when(entry['at'])} {entry['direction']:>3} {entry['message_type']} "
             f"{entry['message_id']} {entry['outcome']} {entry['note']}".rstrip()
         )
-
-
-def _data_models(application: App) -> dict[str, type[BaseModel]]:
-    """Each saga type's data model, so views can mask its secret fields."""
-    return {definition.name: definition.data_model for definition in application.newest_sagas}
 
 
 ContractsDir = Annotated[
@@ -835,5 +839,11 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+from bus_orchestrator import cli_repair  # noqa: E402, F401 - adds sagas retry|skip|abort|resume
+
+
 def main() -> None:
     app()
+
+
+import bus_orchestrator.cli_schedules  # noqa: E402, F401 - adds `schedules`, with the helpers above

@@ -8,7 +8,9 @@ Pure: a definition in, text out, the same text for the same definition. What is 
   edge per outcome: its success replies to the next stage (or, for a branch, to each target
   ``Step.branches`` declares; a step whose ``next`` is undeclared shows its default next
   stage, marked ``default``), its failure replies and its timeout to the compensation that
-  undoes what was done before it; a step that retries (``Step.retry``) loops back to itself,
+  undoes what was done before it (or, for a step with ``OnFailure.SUSPEND``, to a
+  ``suspended`` node from which an operator retries it or aborts); a step that retries
+  (``Step.retry``) loops back to itself,
   and its transient replies fail it on its last attempt;
 - a wait, a parallelogram naming the event it waits for, which leads on; its timeout undoes
   what was done before it (a wait has nothing to undo itself);
@@ -40,6 +42,7 @@ from bus_orchestrator.core.definition import (
     END,
     Child,
     Member,
+    OnFailure,
     Parallel,
     RetryOn,
     SagaDefinition,
@@ -144,6 +147,15 @@ class _Drawing:
         starts when the step may have been done."""
         source = _step_id(step)
         lines = []
+        if isinstance(step, Step) and step.on_failure is OnFailure.SUSPEND:
+            # its failure holds the saga for an operator, who retries, skips or aborts
+            held = f"{source}_suspended"
+            lines += [
+                f"    {held}[/{_text('suspended: an operator retries, skips or aborts')}/]",
+                f"    {held} -.->|{_text('retry')}| {source}",
+                f"    {held} -.->|{_text('abort')}| {timed_out}",
+            ]
+            failed = timed_out = held
         if isinstance(step, Step):
             failures = [_types(step.fails_on)] if step.fails_on else []
             if step.retry is not None:

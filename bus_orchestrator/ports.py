@@ -58,6 +58,8 @@ class HistoryEntry:
     note: str
     payload: Mapping[str, Any]
     at: datetime
+    trace_id: str | None = None
+    """The trace of the work that wrote it (32 hex digits), when tracing was on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,8 @@ class Change:
     """The message's CloudEvents source: the inbox knows a message by source and id."""
     unparked: int | None = None
     """The parked event this message was; removed from the park when the change commits."""
+    trace_id: str | None = None
+    """The trace of the work that made the change, recorded with its history rows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +413,56 @@ class Publisher(Protocol):
 
     async def publish(self, message: OutboxMessage) -> None:
         """Raises ``BrokerUnavailableError`` when the broker did not confirm."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """What the store knows of one schedule of an app: since when it is known, and the
+    newest slot fired (``None`` until one has)."""
+
+    schedule: str
+    registered_at: datetime
+    last_slot: datetime | None = None
+    last_fired_at: datetime | None = None
+    """When the coordinator that fired ``last_slot`` fired it (later than the slot when it
+    was caught up)."""
+    last_event_id: str | None = None
+    next_slot: datetime | None = None
+    """The slot the coordinators planned next when they last fired or started."""
+
+
+class ScheduleStore(Protocol):
+    """Which slots of an app's schedules fired; a slot fires once, with its event's outbox
+    row in the same transaction."""
+
+    async def register_schedules(
+        self, app: str, next_slots: Mapping[str, datetime], now: datetime
+    ) -> list[ScheduleState]:
+        """Record the app's schedules (by name, with the slot each plans next), those new
+        with ``now`` as the time they became known; return the state of each."""
+        ...
+
+    async def fire(
+        self,
+        app: str,
+        schedule: str,
+        slot: datetime,
+        next_slot: datetime | None,
+        message: OutboxMessage,
+        now: datetime,
+    ) -> PendingPublish | None:
+        """Claim ``slot`` of ``schedule`` and write ``message`` to the outbox, atomically;
+        ``None`` (and nothing written) when the slot, or a newer one, fired already."""
+        ...
+
+    async def schedule_states(self, app: str) -> list[ScheduleState]:
+        """The state of each schedule of ``app`` known to the store, by name."""
+        ...
+
+    async def purge_firings(self, app: str, older_than: timedelta) -> int:
+        """Forget a batch of the app's firings done longer than ``older_than`` ago (the
+        newest of each schedule stays in its state); return how many."""
         ...
 
 

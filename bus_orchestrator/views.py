@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
+from bus_orchestrator.app import App
+from bus_orchestrator.core.definition import Child, SagaDefinition, Wait
 from bus_orchestrator.core.messages import REDACT_SECRETS
-from bus_orchestrator.core.state import SagaInstance, StepStatus
-from bus_orchestrator.ports import HistoryEntry, SagaLocks
+from bus_orchestrator.core.repair import allowed
+from bus_orchestrator.core.schedule import Schedule
+from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepRecord, StepStatus
+from bus_orchestrator.errors import DefinitionError
+from bus_orchestrator.ports import HistoryEntry, SagaLocks, ScheduleState
 from bus_orchestrator.telemetry.tracing import trace_id_of
 
 
@@ -18,12 +24,15 @@ def saga_view(
     jaeger_ui_url: str | None = None,
     data_model: type[BaseModel] | None = None,
     locks: SagaLocks | None = None,
+    definition: SagaDefinition[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """One saga as a JSON-ready object; with a Jaeger UI URL, a link to its trace; with
     its ``locks`` (``SagaStore.saga_locks``), the entity locks it holds and waits for.
 
     The saga's data is shown through its ``data_model``, with ``Secret`` fields masked;
     without the model it is left out, since nothing says which of its fields are secret.
+    With its ``definition`` (the version it runs on), ``awaiting`` names each step's kind.
+    ``repairs`` are the repairs its state allows now.
     """
     trace_id = trace_id_of(instance.trace_context)
     data = (
@@ -41,7 +50,8 @@ def saga_view(
         "created_at": instance.created_at.isoformat(),
         "updated_at": instance.updated_at.isoformat(),
         "failure": instance.failure,
-        "awaiting": instance.pending_command_id,
+        "awaiting": awaiting_view(instance, definition),
+        "repairs": [str(r) for r in allowed(instance)],
         "in_flight": [s.name for s in instance.steps if s.status is StepStatus.RUNNING],
         "deadline": instance.deadline.isoformat() if instance.deadline else None,
         "early_events": sorted(instance.early_events),
@@ -78,6 +88,92 @@ def saga_view(
     }
 
 
+def app_saga_view(
+    app: App,
+    instance: SagaInstance,
+    jaeger_ui_url: str | None = None,
+    locks: SagaLocks | None = None,
+) -> dict[str, Any]:
+    """``saga_view`` of a saga of ``app``, through the definition it runs on."""
+    definition = app.definition_for(instance.saga_type, instance.definition_version)
+    model = definition.data_model if definition is not None else None
+    return saga_view(instance, jaeger_ui_url, model, locks, definition)
+
+
+def _when(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _awaited(record: StepRecord, kind: str, until: datetime | None) -> dict[str, Any]:
+    compensation = kind == "compensation"
+    return {
+        "step": record.name,
+        "kind": kind,
+        "message_type": record.compensation_type if compensation else record.command_type,
+        "message_id": record.compensation_id if compensation else record.command_id,
+        "until": _when(until),
+    }
+
+
+def awaiting_view(
+    instance: SagaInstance, definition: SagaDefinition[Any, Any] | None = None
+) -> dict[str, Any] | None:
+    """What the saga waits for, and until when; ``None`` once it has ended.
+
+    ``kind`` is ``steps`` (the answers of its steps in flight: each item a ``reply`` to a
+    command, an ``event`` for a wait, a ``child`` saga's end, a ``retry`` timed for after
+    a transient failure, or ``step`` when the saga's definition is not at hand),
+    ``compensation`` (the answer to the compensating command in flight), ``locks`` (its
+    entity locks, before its first step) or ``operator`` (a suspended saga: the steps that
+    hold it, until someone repairs it). A saga between stages waits for ``nothing``.
+    """
+    if instance.status.terminal:
+        return None
+    if instance.waiting_for_locks:
+        return {"kind": "locks", "until": None, "items": []}
+    if instance.status is SagaStatus.SUSPENDED:
+        held = [r for r in instance.steps if r.status in (StepStatus.FAILED, StepStatus.TIMED_OUT)]
+        return {
+            "kind": "operator",
+            "until": None,
+            "items": [_awaited(r, "operator", None) for r in held],
+        }
+    if instance.phase is Phase.COMPENSATION and instance.current is not None:
+        record = instance.steps[instance.current]
+        return {
+            "kind": "compensation",
+            "until": _when(instance.deadline),
+            "items": [_awaited(record, "compensation", instance.deadline)],
+        }
+    flying = [r for r in instance.steps if r.status is StepStatus.RUNNING]
+    if not flying:
+        return {"kind": "nothing", "until": None, "items": []}
+    return {
+        "kind": "steps",
+        "until": _when(instance.deadline),
+        "items": [
+            _awaited(
+                r, "retry" if r.retry_at else _kind_of(r, definition), r.retry_at or r.deadline
+            )
+            for r in flying
+        ],
+    }
+
+
+def _kind_of(record: StepRecord, definition: SagaDefinition[Any, Any] | None) -> str:
+    """``reply`` (a command's), ``event`` (a wait's) or ``child`` (a child saga's end), by
+    the step's construct in the saga's definition; ``step`` when that is not known."""
+    try:
+        member = definition.step(record.name) if definition is not None else None
+    except DefinitionError:
+        member = None
+    if isinstance(member, Wait):
+        return "event"
+    if isinstance(member, Child):
+        return "child"
+    return "step" if member is None else "reply"
+
+
 def locks_view(instance: SagaInstance, locks: SagaLocks) -> dict[str, Any]:
     """The entity locks a saga holds and those it waits for, with its place in line."""
     return {
@@ -106,6 +202,8 @@ def history_view(entry: HistoryEntry) -> dict[str, Any]:
         "causation_id": entry.causation_id,
         "outcome": entry.outcome,
         "note": entry.note,
+        "trace_id": entry.trace_id,
+        "payload": dict(entry.payload),
     }
 
 
@@ -128,3 +226,40 @@ async def find_saga(
         return exact or found
     saga_type, correlation_id = ref.split("/", 1)
     return [s for s in kept(await find(correlation_id)) if s.saga_type == saga_type]
+
+
+def schedule_views(
+    schedules: Sequence[Schedule[Any]], states: Sequence[ScheduleState], now: datetime
+) -> list[dict[str, Any]]:
+    """The app's schedules as JSON-ready objects (``GET /schedules``, ``schedules list``):
+    each one's expression, time zone and event type, its next slot after ``now`` and the
+    last slot fired (from the store's ``states``), times in UTC."""
+    known = {state.schedule: state for state in states}
+    views = []
+    for schedule in schedules:
+        try:
+            upcoming: str | None = schedule.next_after(now).isoformat()
+        except StopIteration:
+            upcoming = None
+        state = known.get(schedule.name)
+        last = None
+        if state is not None and state.last_slot is not None:
+            last = {
+                "slot": state.last_slot.astimezone(UTC).isoformat(),
+                "fired_at": None
+                if state.last_fired_at is None
+                else state.last_fired_at.astimezone(UTC).isoformat(),
+                "event_id": state.last_event_id,
+            }
+        views.append(
+            {
+                "name": schedule.name,
+                "cron": schedule.cron,
+                "timezone": schedule.timezone,
+                "catch_up": schedule.catch_up,
+                "publishes": schedule.publishes.message_type,
+                "next_firing": upcoming,
+                "last_firing": last,
+            }
+        )
+    return views

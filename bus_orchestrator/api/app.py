@@ -18,10 +18,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from pydantic import AwareDatetime, BeforeValidator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from bus_orchestrator.api.auth import NO_TOKENS, ApiConfigError, ApiTokens, load_tokens
 from bus_orchestrator.api.cursor import decode_cursor, encode_cursor
@@ -51,6 +54,8 @@ from bus_orchestrator.api.models import (
 )
 from bus_orchestrator.api.outlet import Outlet, install_refusals, memory_outlet, postgres_outlet
 from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
+from bus_orchestrator.api.repairs import add_repair_routes, coordinator_repairer
+from bus_orchestrator.api.schedules import add_schedule_routes
 from bus_orchestrator.api.webhooks import add_webhook_routes
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
@@ -59,7 +64,7 @@ from bus_orchestrator.errors import StoreUnavailableError
 from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import trace_id_of
-from bus_orchestrator.views import find_saga, history_view, saga_view
+from bus_orchestrator.views import app_saga_view, find_saga, history_view
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +115,20 @@ async def known_query(request: Request) -> None:
         )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the path the request names, as OpenAPI matches paths: of the routes
+    whose template matches it, those with the most literal segments (``/sagas/{id}/retry``
+    before ``/sagas/{type}/{correlation_id}``)."""
+    found: dict[int, set[str]] = {}
+    for route in request.app.routes:
+        if isinstance(route, APIRoute):
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match is not Match.NONE:
+                literal = sum(1 for part in route.path.split("/") if not part.startswith("{"))
+                found.setdefault(literal, set()).update(route.methods or ())
+    return sorted(found[max(found)]) if found else []
+
+
 def create_api(
     settings: Settings,
     app: App,
@@ -134,8 +153,6 @@ def create_api(
     if not len(tokens) and not settings.api_insecure:
         raise ApiConfigError(NO_TOKENS)
     scope = tuple(sorted({definition.name for definition in app.sagas}))
-    models = {(d.name, d.version): d.data_model for d in app.sagas}
-    newest = {d.name: d.data_model for d in app.newest_sagas}
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
@@ -175,6 +192,19 @@ def create_api(
     add_event_routes(api, settings, app)
     add_webhook_routes(api, settings, app)
 
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # ``Allow`` names the methods of the most specific route matching the path
+            # (Starlette's names the first's: /sagas/{id}/retry is also /sagas/{type}/{cid})
+            allowed = allowed_methods(request)
+            headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+            return JSONResponse({"detail": exc.detail}, 405, headers)
+        if exc.status_code == 400:  # a body that is not JSON: a 422 as any bad body is
+            error = {"type": "json_invalid", "loc": ["body"], "msg": str(exc.detail)}
+            return JSONResponse({"detail": [error]}, 422)
+        return await http_exception_handler(request, exc)
+
     @api.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body.model_dump(mode="json"), exc.status, exc.headers)
@@ -189,13 +219,11 @@ def create_api(
         found: SagaReader = request.app.state.store
         return found
 
-    def data_model(instance: SagaInstance) -> type[BaseModel] | None:
-        key = (instance.saga_type, instance.definition_version)
-        return models.get(key) or newest.get(instance.saga_type)
+    def shown(instance: SagaInstance, locks: SagaLocks | None = None) -> dict[str, Any]:
+        return app_saga_view(app, instance, settings.jaeger_ui_url, locks)
 
     def summary(instance: SagaInstance) -> SagaSummary:
-        view = saga_view(instance, settings.jaeger_ui_url, data_model(instance))
-        return SagaSummary.model_validate(view)
+        return SagaSummary.model_validate(shown(instance))
 
     async def resolve(request: Request, id_or_correlation: str) -> SagaInstance:
         """The saga of this app with that id, else with that correlation id."""
@@ -246,10 +274,7 @@ def create_api(
 
     async def detail(request: Request, instance: SagaInstance) -> SagaDetail:
         locks = await reader(request).saga_locks(instance.saga_id) if instance.locks else None
-        view = saga_view(
-            instance, settings.jaeger_ui_url, data_model(instance), locks or SagaLocks()
-        )
-        return SagaDetail.model_validate(view)
+        return SagaDetail.model_validate(shown(instance, locks or SagaLocks()))
 
     async def history(request: Request, instance: SagaInstance) -> SagaHistory:
         entries = await reader(request).history(instance.saga_id)
@@ -378,6 +403,9 @@ def create_api(
             ],
         )
 
+    add_repair_routes(api, resolve, detail)
+    api.state.repairer = coordinator_repairer(app, settings, lambda: api.state.outlet, telemetry)
+
     @api.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> Health:
         return Health(status="ok")
@@ -401,4 +429,5 @@ def create_api(
         response.status_code = 200 if ready else 503
         return Readiness(status="ready" if ready else "not ready", checks=checks)
 
+    add_schedule_routes(api, app)
     return api

@@ -29,6 +29,7 @@ class ErrorBody(BaseModel):
         "not_an_event",
         "key_reused",
         "too_large",
+        "refused",
     ]
     detail: str
 
@@ -67,6 +68,30 @@ class StepView(BaseModel):
     compensated_at: Time | None
 
 
+class AwaitedView(BaseModel):
+    step: str
+    kind: Literal["reply", "event", "child", "retry", "compensation", "operator", "step"]
+    """What answers it: a ``reply`` to its command, the ``event`` a wait waits for, a
+    ``child`` saga's end, a ``retry`` sent at ``until``, the reply to its ``compensation``,
+    or an ``operator`` (it holds a suspended saga)."""
+    message_type: str | None
+    message_id: str | None
+    """The id of the command (or event) the answer is to."""
+    until: Time | None
+
+
+class AwaitingView(BaseModel):
+    """What a saga that has not ended waits for."""
+
+    kind: Literal["steps", "compensation", "locks", "operator", "nothing"]
+    until: Time | None
+    """When its timer fires (the earliest deadline of the items)."""
+    items: list[AwaitedView]
+
+
+Repairs = Literal["retry", "skip", "abort", "resume"]
+
+
 class SagaSummary(BaseModel):
     """A saga as ``sagas list --json`` shows it."""
 
@@ -80,8 +105,10 @@ class SagaSummary(BaseModel):
     created_at: Time
     updated_at: Time
     failure: str | None
-    awaiting: str | None
-    """The id of the command (or event) whose answer the saga awaits, until ``deadline``."""
+    awaiting: AwaitingView | None
+    """What it waits for, until when; ``null`` once it has ended."""
+    repairs: list[Repairs]
+    """The repairs its state allows now (``POST /sagas/{id}/<repair>``)."""
     in_flight: list[str]
     """The steps awaiting their reply."""
     deadline: Time | None
@@ -133,10 +160,16 @@ class HistoryEntryView(BaseModel):
     direction: Literal["in", "out"]
     message_id: str
     message_type: str
+    """A message's type; ``bus.operator.<repair>`` for an operator's repair, whose
+    ``payload`` says who (``by``) and why (``reason``)."""
     correlation_id: str | None
     causation_id: str | None
     outcome: str
     note: str
+    trace_id: str | None
+    """The trace of the work that wrote the entry, when tracing was on."""
+    payload: dict[str, Any]
+    """The message's data, secret fields masked."""
 
 
 class SagaHistory(BaseModel):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -47,6 +47,7 @@ from bus_orchestrator.ports import (
     CommitResult,
     Committed,
     OutboxMessage,
+    PendingPublish,
     RequestKeys,
     SagaStore,
 )
@@ -127,6 +128,12 @@ class Outlet:
         if committed.result is CommitResult.COMMITTED and self._relay is not None:
             self._relay.submit(committed.outbox)
         return committed
+
+    def submit(self, rows: Sequence[PendingPublish]) -> None:
+        """Hand rows committed through this outlet's store by another writer (a
+        coordinator's repair) to its relay; without one they wait for a sweep."""
+        if self._relay is not None:
+            self._relay.submit(rows)
 
     def exchange_for(self, kind: MessageKind) -> str:
         return self.topology.exchange_for(kind)

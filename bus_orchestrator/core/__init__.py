@@ -17,6 +17,7 @@ from bus_orchestrator.core.definition import (
     END,
     Child,
     Compensate,
+    OnFailure,
     Parallel,
     Reaction,
     RetryOn,
@@ -42,6 +43,12 @@ from bus_orchestrator.core.messages import (
     MessageKind,
     Reply,
     Secret,
+)
+from bus_orchestrator.core.repair import (
+    OperatorAction,
+    Repair,
+    RepairInvalidError,
+    RepairRefusedError,
 )
 from bus_orchestrator.core.state import (
     Phase,
@@ -71,11 +78,16 @@ __all__ = [
     "LocksGranted",
     "Message",
     "MessageKind",
+    "OnFailure",
+    "OperatorAction",
     "Outcome",
     "Outgoing",
     "Parallel",
     "Phase",
     "Reaction",
+    "Repair",
+    "RepairInvalidError",
+    "RepairRefusedError",
     "Reply",
     "RetryOn",
     "SagaDefinition",

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bus_orchestrator.core.decider import Decider, checked, in_flight
+from bus_orchestrator.core.decider import Decider, checked, held, in_flight
 from bus_orchestrator.core.decision import (
     COMMAND_REFUSED_TYPE,
     LOCKS_GRANTED_TYPE,
@@ -39,6 +39,7 @@ from bus_orchestrator.core.definition import (
 )
 from bus_orchestrator.core.lifecycle import CancelRequested, SagaEnded, StartedBy
 from bus_orchestrator.core.messages import Event, Message, Reply
+from bus_orchestrator.core.repair import OperatorAction, RepairRefusedError, repair
 from bus_orchestrator.core.state import (
     Phase,
     SagaInstance,
@@ -80,7 +81,7 @@ def describe(reply: Message) -> str:
     return f"{reply.message_type}: {reason}" if reason else reply.message_type
 
 
-DecideMessage = Inbound | TimerFired | CommandRefused | LocksGranted
+DecideMessage = Inbound | TimerFired | CommandRefused | LocksGranted | OperatorAction
 
 
 def decide(
@@ -96,11 +97,21 @@ def decide(
     stopped in ``failed`` with the error, so an operator can see and repair it; the message
     is recorded in its history like any other. A saga that reaches a final status also
     sends its end event (``core.lifecycle``).
+
+    An ``OperatorAction`` is an operator's repair (``core.repair``): one the saga's state
+    does not allow raises ``RepairRefusedError``, a malformed one ``RepairInvalidError``.
     """
-    try:
-        decision = _decide(definition, instance, message, now)
-    except Exception as exc:
-        decision = _code_failed(definition, instance, message, now, exc)
+    if isinstance(message, OperatorAction):
+        if instance is None:
+            raise RepairRefusedError(f"no saga {message.saga_id}")
+        decision = repair(
+            definition, instance, message, Decider(definition, message.message_id, now)
+        )
+    else:
+        try:
+            decision = _decide(definition, instance, message, now)
+        except Exception as exc:
+            decision = _code_failed(definition, instance, message, now, exc)
     ended = end_of(instance, decision.instance, message.message_id)
     if ended is None:
         return decision
@@ -116,7 +127,7 @@ def decide(
 def _decide(
     definition: SagaDefinition[Any, Any],
     instance: SagaInstance | None,
-    message: DecideMessage,
+    message: Inbound | TimerFired | CommandRefused | LocksGranted,
     now: datetime,
 ) -> Decision:
     d = Decider(definition, message.message_id, now)
@@ -200,6 +211,8 @@ def _on_reply(d: Decider, instance: SagaInstance, message: Inbound, reply: Reply
             return _stale(message, instance)
         return _on_compensation_reply(d, instance, reply)
     index = _flying_record(instance, message.causation_id)
+    if index is None and instance.status is SagaStatus.SUSPENDED:
+        index, instance = _late_answer(d, instance, message.causation_id)
     if index is None:
         return _stale(message, instance)
     record = instance.steps[index]
@@ -222,6 +235,20 @@ def _on_reply(d: Decider, instance: SagaInstance, message: Inbound, reply: Reply
     return _ignored(f"unexpected {reply.message_type} while step {step.name} is in forward")
 
 
+def _late_answer(
+    d: Decider, instance: SagaInstance, command_id: str | None
+) -> tuple[int | None, SagaInstance]:
+    """A suspended saga's step that timed out may answer after all: the saga runs on from
+    that answer, as if it had come in time."""
+    for index in held(instance):
+        record = instance.steps[index]
+        if record.status is StepStatus.TIMED_OUT and record.command_id == command_id:
+            d.notes.append(f"late answer to step {record.name}, which held the saga")
+            again = d.with_step(instance, index, status=StepStatus.RUNNING, finished_at=None)
+            return index, again.model_copy(update={"status": SagaStatus.RUNNING, "failure": None})
+    return None, instance
+
+
 def _stale(message: Inbound, instance: SagaInstance) -> Decision:
     return _ignored(
         f"stale reply: it answers {message.causation_id!r}, "
@@ -238,14 +265,7 @@ def _on_compensation_reply(d: Decider, instance: SagaInstance, reply: Reply) -> 
     d.notes.append(what)
     kind = type(reply)
     if kind in step.compensated_on:
-        undone = d.with_step(
-            instance, instance.current, status=StepStatus.COMPENSATED, compensated_at=d.now
-        )
-        if undone.to_compensate:
-            rest = undone.to_compensate
-            return d.begin_compensation(undone, rest[0], rest[1:])
-        d.notes.append("saga compensated")
-        return d.decision(Outcome.ADVANCED, d.finish(undone, SagaStatus.COMPENSATED))
+        return d.compensated(instance)
     if kind in step.compensation_fails_on:
         return d.compensation_failed(instance, describe(reply))
     return _ignored(
@@ -313,15 +333,10 @@ def _on_event(d: Decider, instance: SagaInstance, message: Inbound) -> Decision:
 def _cancel(d: Decider, instance: SagaInstance, reason: str, what: str) -> Decision:
     if instance.cancel_reason is not None and instance.status is SagaStatus.RUNNING:
         return _ignored(f"{what}: saga is already stopping ({instance.cancel_reason})")
-    if instance.status is not SagaStatus.RUNNING:
+    if instance.status not in (SagaStatus.RUNNING, SagaStatus.SUSPENDED):
         return _ignored(f"{what}: saga is already {instance.status}")
     d.notes.append(what)
-    stopped = d.stop(instance, reason)
-    flying = in_flight(stopped)
-    if flying:
-        names = ", ".join(stopped.steps[i].name for i in flying)
-        d.notes.append(f"compensation starts once {names} answer or time out")
-    return d.settle(stopped, None)
+    return d.cancel(instance, reason)
 
 
 def _on_awaited(
@@ -455,7 +470,7 @@ def _on_refused(d: Decider, instance: SagaInstance, refused: CommandRefused) -> 
 def _code_failed(
     definition: SagaDefinition[Any, Any],
     instance: SagaInstance | None,
-    message: DecideMessage,
+    message: Inbound | TimerFired | CommandRefused | LocksGranted,
     now: datetime,
     exc: Exception,
 ) -> Decision:
@@ -466,4 +481,4 @@ def _code_failed(
         assert isinstance(message, Inbound)  # noqa: S101 - only a start creates a saga
         instance = _new_saga(definition, message, now, status=SagaStatus.FAILED, failure=reason)
         return Decision(Outcome.FAILED, reason, instance, error=exc)
-    return Decision(Outcome.FAILED, reason, fail(instance, reason, now, definition), error=exc)
+    return Decision(Outcome.FAILED, reason, fail(instance, reason, now), error=exc)

@@ -17,6 +17,7 @@ from bus_orchestrator.core.definition import (
     END,
     Child,
     Member,
+    OnFailure,
     Parallel,
     SagaDefinition,
     Stage,
@@ -39,6 +40,8 @@ from bus_orchestrator.errors import DefinitionError
 
 IN_FLIGHT = StepStatus.RUNNING
 UNDOABLE = (StepStatus.SUCCEEDED, StepStatus.TIMED_OUT)
+HELD = (StepStatus.FAILED, StepStatus.TIMED_OUT)
+"""A step's outcome that, while the saga is not stopping, holds it for an operator."""
 
 
 def checked(command: Command, declared: type[Command] | None, step: str) -> Command:
@@ -189,7 +192,9 @@ class Decider:
     def failed(
         self, instance: SagaInstance, index: int, error: str, reason: str, status: StepStatus
     ) -> SagaInstance:
-        """A step failed (or timed out): stop the rest, and remember why to compensate."""
+        """A step failed (or timed out): stop the rest, and remember why to compensate;
+        or, for a step that says so and a saga not stopping already, hold it for an
+        operator once the rest of its stage has settled (``settle``)."""
         failed = self.with_step(
             instance,
             index,
@@ -199,6 +204,15 @@ class Decider:
             deadline=None,
             retry_at=None,
         )
+        name = instance.steps[index].name
+        step = self.definition.step(name)
+        if (
+            isinstance(step, Step)
+            and step.on_failure is OnFailure.SUSPEND
+            and instance.cancel_reason is None
+        ):
+            self.notes.append(f"step {name} holds the saga for an operator")
+            return failed.model_copy(update={"failure": reason[:MAX_ERROR_CHARS]})
         return self.stop(failed, instance.cancel_reason or reason)
 
     def stop(self, instance: SagaInstance, reason: str) -> SagaInstance:
@@ -226,6 +240,18 @@ class Decider:
                 instance = self.cancel_child(instance, index, member, reason)
         return instance
 
+    def cancel(self, instance: SagaInstance, reason: str) -> Decision:
+        """Stop a running (or suspended) saga for ``reason`` and compensate what it did,
+        once its commands in flight have answered or timed out."""
+        if instance.status is SagaStatus.SUSPENDED:
+            instance = instance.model_copy(update={"status": SagaStatus.RUNNING})
+        stopped = self.stop(instance, reason)
+        flying = in_flight(stopped)
+        if flying:
+            names = ", ".join(stopped.steps[i].name for i in flying)
+            self.notes.append(f"compensation starts once {names} answer or time out")
+        return self.settle(stopped, None)
+
     def cancel_child(
         self, instance: SagaInstance, index: int, member: Child[Any], reason: str
     ) -> SagaInstance:
@@ -247,6 +273,12 @@ class Decider:
         data = self.data(instance)
         if instance.cancel_reason is not None:
             return self.compensate(instance, data, instance.cancel_reason)
+        if held(instance):
+            self.notes.append("saga suspended, an operator must decide")
+            suspended = self.save_awaiting(instance)
+            return self.decision(
+                Outcome.ADVANCED, suspended.model_copy(update={"status": SagaStatus.SUSPENDED})
+            )
         following = self.next_stage(instance, data, reply)
         if following is None:
             completed = self.finish(instance, SagaStatus.COMPLETED)
@@ -276,11 +308,17 @@ class Decider:
         return steps[following] if following < len(steps) else None
 
     def finish(self, instance: SagaInstance, status: SagaStatus, **changes: Any) -> SagaInstance:
-        """The saga at its final status: its data masked at rest, and events it kept for
-        waits it never reached dropped (they are kept as they came, secrets and all)."""
+        """The saga at its final status: its data masked at rest (but for a ``failed``
+        saga's, which ``resume`` compensates with), and events it kept for waits it never
+        reached dropped (they are kept as they came, secrets and all)."""
+        data = (
+            instance.data
+            if status is SagaStatus.FAILED
+            else at_rest(self.definition, instance.data)
+        )
         return self.save(
             instance,
-            data=at_rest(self.definition, instance.data),
+            data=data,
             status=status,
             current=None,
             pending_command_id=None,
@@ -310,7 +348,11 @@ class Decider:
         return self.begin_compensation(started, undo[0], undo[1:])
 
     def begin_compensation(
-        self, instance: SagaInstance, index: int, rest: tuple[int, ...]
+        self,
+        instance: SagaInstance,
+        index: int,
+        rest: tuple[int, ...],
+        command_id: str | None = None,
     ) -> Decision:
         record = instance.steps[index]
         step = self.definition.step(record.name)
@@ -318,7 +360,7 @@ class Decider:
         command = checked(
             step.compensation(self.data(instance)), step.compensation_sends, step.name
         )
-        command_id = command_id_for(instance.saga_id, index, Phase.COMPENSATION)
+        command_id = command_id or command_id_for(instance.saga_id, index, Phase.COMPENSATION)
         timeout = step.undo_timeout
         changed = self.with_step(
             instance,
@@ -342,6 +384,18 @@ class Decider:
         self.notes.append(f"compensating step {step.name} with {command.message_type}")
         return self.decision(Outcome.ADVANCED, new)
 
+    def compensated(self, instance: SagaInstance) -> Decision:
+        """The compensation in flight is done: the next one, or the saga is compensated."""
+        assert instance.current is not None  # noqa: S101 - callers hold a current step
+        undone = self.with_step(
+            instance, instance.current, status=StepStatus.COMPENSATED, compensated_at=self.now
+        )
+        if undone.to_compensate:
+            rest = undone.to_compensate
+            return self.begin_compensation(undone, rest[0], rest[1:])
+        self.notes.append("saga compensated")
+        return self.decision(Outcome.ADVANCED, self.finish(undone, SagaStatus.COMPENSATED))
+
     def compensation_failed(self, instance: SagaInstance, error: str) -> Decision:
         assert instance.current is not None  # noqa: S101 - callers hold a current step
         name = instance.steps[instance.current].name
@@ -354,6 +408,14 @@ class Decider:
         )
         self.notes.append("saga failed, an operator must look")
         return self.decision(Outcome.ADVANCED, failed)
+
+
+def held(instance: SagaInstance) -> list[int]:
+    """The steps that hold a saga for an operator: failed or timed out while it was not
+    stopping (only a step with ``OnFailure.SUSPEND`` is left so)."""
+    if instance.cancel_reason is not None or instance.phase is not Phase.FORWARD:
+        return []
+    return [i for i, r in enumerate(instance.steps) if r.status in HELD]
 
 
 def in_flight(instance: SagaInstance) -> list[int]:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any, Generic, TypeVar, get_type_hints
 
 from pydantic import BaseModel
@@ -91,6 +92,17 @@ def _keep_event(data: D, event: Event) -> D:
     return data
 
 
+class OnFailure(StrEnum):
+    """What a step's failure does to its saga."""
+
+    COMPENSATE = "compensate"
+    """Stop the saga and undo what was done, newest first (the default)."""
+    SUSPEND = "suspend"
+    """Hold the saga (``suspended``) for an operator: ``retry`` the step, ``skip`` it with
+    the reply it should have had, or ``abort`` (compensate). For steps whose failure
+    usually has a cause a person can fix (a mapping, a credential, an account on hold)."""
+
+
 class StepBase(Generic[D]):
     """What a saga's ``steps`` (and a ``Parallel`` group's) hold: a ``Step``, a ``Wait`` or a
     ``Child``. It names no reply type, so a ``Step`` written inline in a definition is typed
@@ -136,6 +148,10 @@ class Step(StepBase[D], Generic[D, R]):
     branches: tuple[str, ...] = ()
     """The steps ``next`` may pick (step names, or ``END``): declared, so that a diagram can
     draw the branch; checked against the saga's step names."""
+    on_failure: OnFailure = OnFailure.COMPENSATE
+    """What happens when the step fails for good (a failure reply, its retries spent, no
+    reply after ``max_attempts``, its command refused): compensate, or suspend the saga for
+    an operator. A saga already stopping (cancelled, another step failed) compensates."""
 
     @property
     def undo_timeout(self) -> timedelta:

@@ -26,7 +26,10 @@ class SagaStatus(StrEnum):
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     FAILED = "failed"
-    """A compensation could not be done; an operator must look."""
+    """A compensation could not be done; an operator must look (``resume`` once fixed)."""
+    SUSPENDED = "suspended"
+    """A step whose definition says ``on_failure=OnFailure.SUSPEND`` failed or timed out:
+    the saga holds, nothing undone, until an operator retries, skips or aborts."""
 
     @property
     def terminal(self) -> bool:
@@ -114,6 +117,9 @@ class SagaInstance(BaseModel):
     """Events a later ``Wait`` step waits for that arrived before it began, by type."""
     started_by: StartedBy | None = None
     """The start event's id and ``correlationid``: named in the saga's end event."""
+    resumed: int = 0
+    """How often an operator resumed the saga after it failed: it ends once more each time,
+    and its end event's id counts them."""
     trace_context: dict[str, str] = {}
     """Opaque W3C trace context of the saga's start, so all its work joins one trace."""
     created_at: datetime

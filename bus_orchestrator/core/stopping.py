@@ -17,29 +17,17 @@ from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance, SagaStatus
 MAX_ERROR_CHARS = 1000
 
 
-def fail(
-    instance: SagaInstance,
-    reason: str,
-    now: datetime,
-    definition: SagaDefinition[Any, Any] | None = None,
-) -> SagaInstance:
+def fail(instance: SagaInstance, reason: str, now: datetime) -> SagaInstance:
     """The saga stopped for an operator: nothing awaited, no deadline armed, the reason kept.
 
     For what ``decide`` cannot handle itself, e.g. a timer of a saga type no longer
-    registered, or one that kept failing. With its ``definition``, the data is kept as a
-    finished saga's is (``at_rest``), if the data model still reads it.
+    registered, or one that kept failing. The data is kept as it is, secrets included:
+    ``resume`` compensates with it; it is masked when the saga ends compensated.
     """
-    data = instance.data
-    if definition is not None:
-        try:
-            data = at_rest(definition, data)
-        except ValidationError:
-            pass  # the data model refuses the stored data: that may be the very failure
     return instance.model_copy(
         update={
             "status": SagaStatus.FAILED,
             "failure": reason,
-            "data": data,
             "current": None,
             "pending_command_id": None,
             "deadline": None,
@@ -72,7 +60,8 @@ def end_of(before: SagaInstance | None, after: SagaInstance | None, cause: str) 
     """The end event to send when a saga has just reached a final status, else ``None``.
 
     Its id is derived from the saga's, so the saga ends once on the bus however often the
-    message that ended it is retried."""
+    message that ended it is retried; a saga an operator resumed after it failed ends once
+    more (``resumed``), with an id of its own."""
     if after is None or not after.status.terminal:
         return None
     if before is not None and before.status.terminal:
@@ -87,5 +76,6 @@ def end_of(before: SagaInstance | None, after: SagaInstance | None, cause: str) 
         reason=reason,
         started_by=after.started_by,
     )
-    message_id = str(uuid.uuid5(ID_NAMESPACE, f"end:{after.saga_id}"))
+    again = f":{after.resumed}" if after.resumed else ""
+    message_id = str(uuid.uuid5(ID_NAMESPACE, f"end:{after.saga_id}{again}"))
     return Outgoing(message_id, ended, after.correlation_id, cause)

@@ -44,6 +44,14 @@ from bus_orchestrator.core.messages import (
     Event,
     Reply,
 )
+from bus_orchestrator.core.repair import (
+    OperatorAction,
+    Repair,
+    Repaired,
+    RepairRefusedError,
+    RepairRequest,
+    skip_reply,
+)
 from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepStatus, saga_id_for
 from bus_orchestrator.errors import (
     BusOrchestratorError,
@@ -52,6 +60,7 @@ from bus_orchestrator.errors import (
     DefinitionError,
     DefinitionVersionError,
     InvalidMessageError,
+    SagaNotFoundError,
     StoreUnavailableError,
     TimerError,
 )
@@ -82,6 +91,7 @@ from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import (
     carrier_of,
     current_step,
+    current_trace_id,
     saga_attributes,
 )
 from bus_orchestrator.transport.codec import RawMessage, decode
@@ -94,6 +104,9 @@ REPLY_CONSUMER = "replies"
 """Inbox name for replies (``replies.<app>`` in an app): a reply belongs to whichever saga
 awaits its command, so the inbox knows replies per app, not per saga type. Two apps whose
 sagas consume one reply type each get a copy, and each must see it as new."""
+OPERATOR_CONSUMER = "operator"
+"""Inbox name for operators' repairs (``operator.<app>`` in an app): an action's id is
+applied once."""
 MAX_CONFLICTS = 20
 FINISHED_STEP = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.TIMED_OUT)
 
@@ -135,6 +148,7 @@ class Coordinator:
             self._definitions.setdefault(definition.name, definition)
         registry = _with_lifecycle(registry, definitions)
         self._reply_consumer = REPLY_CONSUMER if app is None else f"{REPLY_CONSUMER}.{app}"
+        self._operator_consumer = OPERATOR_CONSUMER if app is None else f"{OPERATOR_CONSUMER}.{app}"
         self._registry = registry
         self._store = store
         self._relay = relay
@@ -291,8 +305,7 @@ class Coordinator:
         """
         timer = _timer_of(instance)
         now = self._clock()
-        definition = self._versions.get((instance.saga_type, instance.definition_version))
-        failed = fail(instance, reason, now, definition)
+        failed = fail(instance, reason, now)
         ended = end_of(instance, failed, timer.message_id)
         send = () if ended is None else (ended,)
         decision = Decision(Outcome.FAILED, reason, failed, send)
@@ -308,6 +321,51 @@ class Coordinator:
         if committed.result is CommitResult.COMMITTED:
             await self.grant_locks()
         return committed.result
+
+    async def repair(self, request: RepairRequest) -> Repaired:
+        """Apply an operator's repair to a saga, atomically and once per ``message_id``.
+
+        Raises ``SagaNotFoundError``, ``RepairRefusedError`` (its state does not allow it,
+        or this process has not its definition) or ``RepairInvalidError`` (say, a reply
+        for ``skip`` its step's contract refuses); then nothing changed.
+        """
+        key = BySagaId(request.saga_id)
+        consumer = self._operator_consumer
+        started = time.time_ns()
+        loaded = await self._store.load(consumer, request.message_id, key)
+        first = Timed(loaded, started, time.time_ns())
+        instance = loaded.instance
+        if instance is None:
+            raise SagaNotFoundError(f"no saga {request.saga_id}")
+        if first.loaded.seen:
+            return Repaired(instance, repeated=True, note="this action was applied before")
+        try:
+            definition = self._definition_of(instance)
+        except DefinitionVersionError as exc:
+            raise RepairRefusedError(str(exc)) from exc
+        reply = None
+        if request.repair is Repair.SKIP:
+            reply = skip_reply(definition, instance, request.step, request.data, request.reply_type)
+        action = OperatorAction(
+            request.repair,
+            request.saga_id,
+            request.message_id,
+            request.by,
+            request.reason,
+            request.step,
+            reply,
+        )
+        async with self._order.hold([instance.correlation_id]):
+            # the store down: the caller is told (503), not kept waiting while it heals
+            decision = await self._apply(definition, consumer, action, key, None, first)
+        await self.grant_locks()
+        if decision is not None and decision.instance is not None:
+            self._metrics.repaired(decision.instance.saga_type, str(request.repair))
+        if decision is None or decision.instance is None:
+            again = await self._store.load(consumer, request.message_id, key)
+            assert again.instance is not None  # noqa: S101 - sagas are not deleted so soon
+            return Repaired(again.instance, repeated=True, note="this action was applied before")
+        return Repaired(decision.instance, repeated=False, note=decision.note)
 
     async def grant_locks(self) -> int:
         """Grant the lock keys this process's commits touched (``LockGrants.grant``)."""
@@ -461,8 +519,9 @@ class Coordinator:
         first: Timed | None = None,
         *,
         unparked: int | None = None,
-    ) -> None:
-        """Decide and commit; on a version conflict, reload and decide again."""
+    ) -> Decision | None:
+        """Decide and commit; on a version conflict, reload and decide again. The decision
+        committed, or ``None`` when the message was applied before."""
         if first is None:
             first = await self._load(consumer, message, key)
         with self._spans.message(message, delivery, first) as span:
@@ -479,7 +538,7 @@ class Coordinator:
                     definition = self._definition_of(before)
                 if loaded.seen:
                     await self._duplicate(span, message, unparked)
-                    return
+                    return None
                 now = self._clock()
                 decision, encoded = self._decide(definition, before, message, now)
                 after = decision.instance
@@ -506,10 +565,10 @@ class Coordinator:
                         self._locks.note(before, decision.instance)
                         if span.is_recording():
                             span.set_attribute("saga.outcome", str(decision.outcome))
-                        return
+                        return decision
                 if committed.result is CommitResult.DUPLICATE:
                     await self._duplicate(span, message, unparked)
-                    return
+                    return None
                 loaded = None
             raise ConcurrencyConflictError(f"saga for {message.message_id} kept changing")
 
@@ -577,10 +636,18 @@ class Coordinator:
     ) -> None:
         now = self._clock()
         entry = entry_in(inbound, "ignored", note, now)
-        change = Change(
-            consumer, inbound.message_id, saga_id, None, None, (entry,), source=inbound.source
-        )
         with self._spans.ignored(delivery, inbound), self._spans.db("commit saga", "WITH"):
+            traced = current_trace_id() if self._spans.enabled else None
+            change = Change(
+                consumer,
+                inbound.message_id,
+                saga_id,
+                None,
+                None,
+                (entry,),
+                source=inbound.source,
+                trace_id=traced,
+            )
             committed = await self._store.commit(change)
         if committed.result is CommitResult.DUPLICATE:
             self._metrics.duplicate("coordinator")
@@ -632,6 +699,7 @@ class Coordinator:
             outbox=tuple(outbox),
             source=source_of(message),
             unparked=unparked,
+            trace_id=current_trace_id() if self._spans.enabled else None,
         )
 
     def _observe(self, decision: Decision, before: SagaInstance | None) -> None:
@@ -663,8 +731,19 @@ class Coordinator:
             if step.status in FINISHED_STEP and was is not step.status and step.finished_at:
                 seconds = (step.finished_at - step.started_at).total_seconds()
                 metrics.step_finished(after.saga_type, step.name, str(step.status), seconds)
-        if after.status is SagaStatus.FAILED:
-            log.error("saga %s needs an operator: %s", after.saga_id, after.failure)
+        if after.status is SagaStatus.SUSPENDED and (
+            before is None or before.status is not after.status
+        ):
+            metrics.saga_suspended(after.saga_type)
+        if after.status in (SagaStatus.FAILED, SagaStatus.SUSPENDED) and (
+            before is None or before.status is not after.status
+        ):
+            log.error(
+                "saga %s is %s, an operator must look: %s",
+                after.saga_id,
+                after.status,
+                after.failure,
+            )
 
 
 def _with_lifecycle(

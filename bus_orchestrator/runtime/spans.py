@@ -16,6 +16,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, SpanKind, Tracer
 
 from bus_orchestrator.core.decide import Inbound, LocksGranted, TimerFired
+from bus_orchestrator.core.repair import OperatorAction
 from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.ports import Loaded
 from bus_orchestrator.telemetry.tracing import (
@@ -67,14 +68,15 @@ class SagaSpans:
     @contextmanager
     def message(
         self,
-        message: Inbound | TimerFired | LocksGranted,
+        message: Inbound | TimerFired | LocksGranted | OperatorAction,
         delivery: Delivery | None,
         first: Timed,
     ) -> Iterator[Span]:
         """The span of one message's work on one saga, in the saga's trace.
 
         A timer has no message behind it: its span is ``saga timeout``, a child of the
-        context the saga stored at its start; a lock grant's is ``saga locks granted``.
+        context the saga stored at its start; a lock grant's is ``saga locks granted``, and
+        an operator's repair ``saga <repair>`` (``saga resume``), with who did it.
         """
         if not self.enabled:
             yield INVALID_SPAN
@@ -84,6 +86,10 @@ class SagaSpans:
             parent, links = parent_for(None, stored)
             name, kind, started = "saga locks granted", SpanKind.INTERNAL, first.started_ns
             attributes: dict[str, Any] = {}
+        elif isinstance(message, OperatorAction):
+            parent, links = parent_for(None, stored)
+            name, kind, started = f"saga {message.repair}", SpanKind.INTERNAL, first.started_ns
+            attributes = {"saga.repair": str(message.repair), "saga.repair.by": message.by}
         elif delivery is None:
             parent, links = parent_for(None, stored)
             name, kind, started = "saga timeout", SpanKind.INTERNAL, first.started_ns

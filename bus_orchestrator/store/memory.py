@@ -166,7 +166,9 @@ class InMemorySagaStore:
         history_uuid = None if history_id is None else uuid.UUID(history_id)
         for entry in change.history:
             payload = json.loads(json.dumps(entry.payload))
-            self._history.append((history_uuid, replace(entry, payload=payload)))
+            self._history.append(
+                (history_uuid, replace(entry, payload=payload, trace_id=change.trace_id))
+            )
 
         now = self._clock()
         published: list[PendingPublish] = []

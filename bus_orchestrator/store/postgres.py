@@ -222,6 +222,7 @@ class PostgresSagaStore:
             change.source,
             change.unparked,
             self._app,
+            change.trace_id,
             *saga_args,
         )
         try:
@@ -424,6 +425,7 @@ class PostgresSagaStore:
                 note=row["note"],
                 payload=json.loads(row["payload"]),
                 at=row["at"],
+                trace_id=row["trace_id"],
             )
             for row in rows
         ]

@@ -67,6 +67,16 @@ class Metrics:
         self._sagas_started = meter.create_counter(
             "bus.sagas.started", unit="{saga}", description="Sagas started"
         )
+        self._sagas_suspended = meter.create_counter(
+            "bus.sagas.suspended",
+            unit="{saga}",
+            description="Sagas held for an operator by a step that failed (OnFailure.SUSPEND)",
+        )
+        self._repairs = meter.create_counter(
+            "bus.sagas.repairs",
+            unit="{repair}",
+            description="Operators' repairs applied, by saga type and repair",
+        )
         self._step_duration = meter.create_histogram(
             "bus.saga.step.duration",
             unit="s",
@@ -106,6 +116,12 @@ class Metrics:
 
     def saga_started(self, saga_type: str) -> None:
         self._sagas_started.add(1, {"saga_type": saga_type})
+
+    def saga_suspended(self, saga_type: str) -> None:
+        self._sagas_suspended.add(1, {"saga_type": saga_type})
+
+    def repaired(self, saga_type: str, repair: str) -> None:
+        self._repairs.add(1, {"saga_type": saga_type, "repair": repair})
 
     def saga_finished(self, saga_type: str, status: str) -> None:
         """Count a saga that reached ``completed``, ``compensated`` or ``failed``.

@@ -74,6 +74,12 @@ def span_context_of(context: Context) -> SpanContext | None:
     return span_context if span_context.is_valid else None
 
 
+def current_trace_id() -> str | None:
+    """The trace id (32 hex digits) of the span current here, if any is recording."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
 def trace_id_of(carrier: Mapping[str, str]) -> str | None:
     """The 32-hex-digit trace id in a stored W3C carrier, if any."""
     span_context = span_context_of(extract(carrier))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.lifecycle import SagaEnded
 from bus_orchestrator.core.messages import Command, Message, Reply
+from bus_orchestrator.core.repair import Repair, Repaired, RepairRequest
 from bus_orchestrator.core.state import ID_NAMESPACE, SagaInstance, StepStatus, saga_id_for
 from bus_orchestrator.errors import DeadLetterReason, DefinitionError, InvalidMessageError
 from bus_orchestrator.ports import HistoryEntry, OutboxMessage, PendingPublish
@@ -243,6 +244,35 @@ class SagaHarness:
             message_id=reply_id_for(command.message_id),
             source=SCRIPT_SOURCE,
         )
+
+    async def repair(
+        self,
+        repair: Repair,
+        correlation_id: str,
+        *,
+        reason: str = "repaired in a test",
+        saga_type: str | None = None,
+        step: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        reply_type: str | None = None,
+        by: str = "tester",
+    ) -> Repaired:
+        """An operator's repair of the saga, as ``POST /sagas/{id}/<repair>`` applies it
+        (``RepairRefusedError`` or ``RepairInvalidError`` when it cannot); what it sends
+        goes out with the next ``run_until_idle``."""
+        saga = await self.saga(correlation_id, saga_type)
+        self._published += 1
+        request = RepairRequest(
+            repair,
+            saga.saga_id,
+            f"repair-{self._published}",
+            by,
+            reason,
+            step,
+            data,
+            reply_type,
+        )
+        return await self.coordinator.repair(request)
 
     async def run_until_idle(self) -> None:
         """Do all the work there is at the current time: publish the committed outbox,

@@ -126,7 +126,9 @@ async def test_schemathesis_finds_nothing_the_served_document_does_not_declare(
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    await processes.start(settings, "api", BUS_API_PORT=str(port), BUS_API_TOKENS=f"{TOKEN}=reader")
+    # an operator's token: the routes that change things are exercised too, not refused
+    tokens = f"{TOKEN}=operator"
+    await processes.start(settings, "api", BUS_API_PORT=str(port), BUS_API_TOKENS=tokens)
     await wait_until_serving(base, processes)
 
     def run() -> None:

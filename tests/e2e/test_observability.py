@@ -222,8 +222,10 @@ async def test_a_compensated_saga_is_one_trace_across_processes(
     assert secret in charge.body.decode()
     state = await sql(settings, "SELECT state::text AS s FROM saga")
     assert secret not in state[0]["s"]
-    history = await sql(settings, "SELECT payload::text AS p FROM saga_history")
+    history = await sql(settings, "SELECT payload::text AS p, trace_id FROM saga_history")
     assert not any(secret in row["p"] for row in history)
+    # each history entry names the trace of the work that wrote it: the saga's
+    assert {row["trace_id"] for row in history} == {trace_id}
     shown = json.dumps([s.attributes for s in receiver.spans]) + json.dumps(
         [s.resource for s in receiver.spans]
     )

@@ -26,11 +26,11 @@ from bus_orchestrator.core.state import SagaInstance, SagaStatus
 from bus_orchestrator.ports import Change, CommitResult, Direction, HistoryEntry
 from bus_orchestrator.runtime.history import entry_in
 from bus_orchestrator.store.postgres import PostgresSagaStore, create_pool
-from bus_orchestrator.views import saga_view
+from bus_orchestrator.views import app_saga_view
 from contracts import OrderPlaced
 from contracts.onboarding import CustomerSignedUp
+from example import create_app
 from sagas import onboarding, order_to_cash
-from sagas.order_to_cash import OrderData
 from tests.conftest import TestBus
 from tests.integration.harness import migrated, order, publish, start_coordinator, wait_for_status
 
@@ -140,8 +140,8 @@ def signup(signup_id: str, customer_id: str = "c-1") -> CustomerSignedUp:
 
 
 def shown(instance: SagaInstance) -> dict[str, Any]:
-    """What ``sagas show --json`` shows of a saga (its data through its model)."""
-    return saga_view(instance, None, OrderData)
+    """What ``sagas show --json`` shows of a saga (its data through its definition)."""
+    return app_saga_view(create_app(), instance)
 
 
 # -- GET /sagas/{id} ---------------------------------------------------------------------
@@ -156,7 +156,20 @@ async def test_a_saga_by_id_by_correlation_id_and_by_type(api: Api) -> None:
     expected["locks"] = {"keys": [], "waiting": False, "held": [], "awaited": []}
     assert by_id == expected
     assert by_id["status"] == "running"
-    assert by_id["awaiting"] == saga.pending_command_id is not None
+    assert by_id["awaiting"] == {
+        "kind": "steps",
+        "until": saga.deadline.isoformat() if saga.deadline else None,
+        "items": [
+            {
+                "step": "reserve_stock",
+                "kind": "reply",
+                "message_type": "inventory.reserve_stock.v1",
+                "message_id": saga.pending_command_id,
+                "until": saga.deadline.isoformat() if saga.deadline else None,
+            }
+        ],
+    }
+    assert by_id["repairs"] == ["retry", "skip", "abort"]
     assert by_id["in_flight"] == ["reserve_stock"]
     assert by_id["data"]["order"]["payment_token"] == "**********"
 
@@ -350,7 +363,11 @@ async def test_the_history_of_a_saga(api: Api) -> None:
         "causation_id",
         "outcome",
         "note",
+        "trace_id",
+        "payload",
     }
+    assert inbound["payload"]["order_id"] == "h-1"
+    assert inbound["trace_id"] is None  # written untraced
 
 
 async def test_stats_count_by_type_and_status(api: Api, settings: Settings) -> None:

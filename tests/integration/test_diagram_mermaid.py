@@ -23,6 +23,7 @@ from bus_orchestrator.core import SagaDefinition
 from bus_orchestrator.diagram import diagram
 from example import create_onboarding_app
 from sagas import order_to_cash
+from tests.e2e.payouts import payout_saga
 from tests.unit import test_diagram_language as language
 from tests.unit.flowchart import Flowchart, parse
 from tests.unit.test_branches import SAGA as BRANCHING
@@ -50,6 +51,7 @@ DEFINITIONS: dict[str, SagaDefinition[Any, Any]] = {
     "nothing_to_undo": language.NOTHING_TO_UNDO,
     "locked": language.LOCKED,
     "everything": language.EVERYTHING,
+    "suspending": payout_saga(),
 }
 
 

@@ -30,8 +30,10 @@ from bus_orchestrator.core import (
     decide,
 )
 from bus_orchestrator.core.decision import Decision, Outgoing
-from bus_orchestrator.core.definition import Compensate, RetryOn, Stage
+from bus_orchestrator.core.definition import Compensate, OnFailure, RetryOn, Stage
 from bus_orchestrator.core.lifecycle import SagaEnded, StartedBy, end_event
+from bus_orchestrator.core.messages import Message
+from bus_orchestrator.core.repair import OperatorAction, Repair
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 KEY = "k-1"
@@ -131,6 +133,8 @@ def step(
     timeout: timedelta = TIMEOUT,
     retry: RetryOn | None = None,
     max_attempts: int = 1,
+    on_failure: OnFailure = OnFailure.COMPENSATE,
+    undo_can_fail: bool = False,
 ) -> Step[Data, Done]:
     """Step ``name`` ("a", "b" or "c"): sends ``Do<name>``, succeeds on ``Done``, fails on
     ``Refused``, and (with ``undo``) is undone by ``Undo<name>``."""
@@ -145,9 +149,11 @@ def step(
         compensation=(lambda d: undone(key=d.key)) if undo else None,
         compensation_sends=undone if undo else None,
         compensated_on=(Undone,) if undo else (),
+        compensation_fails_on=(Refused,) if undo and undo_can_fail else (),
         timeout=timeout,
         retry=retry,
         max_attempts=max_attempts,
+        on_failure=on_failure,
     )
 
 
@@ -177,7 +183,7 @@ class Driver:
     decisions: list[Decision] = field(default_factory=list)
     counter: int = 0
 
-    def apply(self, message: Inbound | TimerFired) -> Decision:
+    def apply(self, message: Inbound | TimerFired | OperatorAction) -> Decision:
         decision = decide(self.definition, self.instance, message, self.now)
         if decision.instance is not None:
             self.instance = decision.instance
@@ -233,6 +239,21 @@ class Driver:
             ),
         )
         return self.event(ended)
+
+    def operate(
+        self,
+        repair: Repair,
+        reason: str = "fixed",
+        *,
+        step: str | None = None,
+        reply: Message | None = None,
+        message_id: str | None = None,
+    ) -> Decision:
+        """An operator's ``repair``, by ``ops``."""
+        action = OperatorAction(
+            repair, self.saga.saga_id, message_id or self.next_id(), "ops", reason, step, reply
+        )
+        return self.apply(action)
 
     def fire(self) -> Decision:
         """The saga's timer fires at its deadline (the clock moves there)."""

@@ -23,7 +23,7 @@ from bus_orchestrator.store.memory import InMemorySagaStore
 from contracts import Address, LineItem, OrderPlaced
 from sagas import order_to_cash
 
-TOKEN = "schema-reader"
+TOKEN = "schema-operator"  # every route, those that change things included
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -54,7 +54,7 @@ async def filled_store() -> InMemorySagaStore:
 
 
 def served() -> FastAPI:
-    settings = Settings(api_tokens=f"{TOKEN}=reader")
+    settings = Settings(api_tokens=f"{TOKEN}=operator")
     app = App("schema-test", sagas=[order_to_cash.build()])
     return create_api(settings, app, store=asyncio.run(filled_store()))
 

@@ -188,7 +188,9 @@ async def test_a_finished_saga_keeps_no_secret_in_its_data() -> None:
     assert "tok_4242" not in repr([h.payload for h in history])
 
 
-def test_a_saga_failed_by_its_own_code_keeps_no_secret_either() -> None:
+def test_a_saga_failed_by_its_own_code_keeps_its_data_for_resume() -> None:
+    # A failed saga waits for an operator, whose ``resume`` compensates with its data:
+    # secrets included (views mask them); masked once it ends compensated.
     event = placed().model_copy(update={"payment_token": SecretStr("tok_4242")})
     saga = broken("charge_payment", command=boom)
     started = decide(saga, None, Inbound("e-1", event, OID), T0)
@@ -197,15 +199,13 @@ def test_a_saga_failed_by_its_own_code_keeps_no_secret_either() -> None:
     reply = Inbound("r-1", RESERVED, OID, started.instance.pending_command_id)
     failed = decide(saga, started.instance, reply, T0 + timedelta(seconds=1)).instance
     assert failed is not None and failed.status is SagaStatus.FAILED
-    assert failed.data["order"]["payment_token"] == REDACTED
+    assert failed.data["order"]["payment_token"] == "tok_4242"
 
 
-def test_fail_with_a_definition_masks_secrets_and_without_keeps_the_data() -> None:
+def test_fail_keeps_the_data() -> None:
     from bus_orchestrator.core import fail
 
     event = placed().model_copy(update={"payment_token": SecretStr("tok_4242")})
     started = decide(order_to_cash.build(), None, Inbound("e-1", event, OID), T0).instance
     assert started is not None
-    masked = fail(started, "gave up", T0, order_to_cash.build())
-    assert masked.data["order"]["payment_token"] == REDACTED
     assert fail(started, "gave up", T0).data == started.data

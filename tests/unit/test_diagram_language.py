@@ -531,3 +531,14 @@ def test_the_whole_language_draws_the_same_text_every_time() -> None:
         "undo_verify",
         "undo_activate",
     }
+
+
+def test_a_suspending_step_leads_to_an_operator_not_to_compensation() -> None:
+    from tests.e2e.payouts import payout_saga
+
+    text = diagram(payout_saga())
+    assert 'step_transfer -->|"timeout 2s"| step_transfer_suspended' in text
+    assert 'step_transfer_suspended -.->|"retry"| step_transfer' in text
+    assert 'step_transfer_suspended -.->|"abort"| undo_debit' in text
+    # the other steps still compensate
+    assert 'step_check_payee -->|"payouts.payee_rejected.v1"| undo_debit' in text

@@ -104,6 +104,20 @@ def test_saga_counters_count_per_saga_type(recorded: Recorded) -> None:
     assert {collected[n].unit for n in ("bus.sagas.started", "bus.sagas.failed")} == {"{saga}"}
 
 
+def test_suspended_sagas_and_repairs(recorded: Recorded) -> None:
+    m = recorded.metrics
+    m.saga_suspended("payout")
+    m.repaired("payout", "retry")
+    m.repaired("payout", "retry")
+    m.repaired("order_to_cash", "resume")
+    collected = recorded.collect()
+    assert sums(collected["bus.sagas.suspended"]) == {labels(saga_type="payout"): 1}
+    assert sums(collected["bus.sagas.repairs"]) == {
+        labels(saga_type="payout", repair="retry"): 2,
+        labels(saga_type="order_to_cash", repair="resume"): 1,
+    }
+
+
 def test_step_duration_histogram(recorded: Recorded) -> None:
     m = recorded.metrics
     m.step_finished("order_to_cash", "charge_payment", "succeeded", 0.004)

@@ -10,7 +10,8 @@
 --   $22 the message's source (the inbox knows a message by consumer, source and id),
 --   $23 the parked event this message was (NULL if none): removed once the rest is written,
 --   $24 the app whose coordinator wrote the rows (NULL from a store of no app): the
---       relay and housekeeping of each app take only its own (migration 0007).
+--       relay and housekeeping of each app take only its own (migration 0007),
+--   $25 the trace id of the work that wrote the history rows (NULL untraced; 0013).
 -- The inbox insert has no ON CONFLICT on purpose: a message seen before raises
 -- unique_violation on saga_inbox_pkey and the whole statement is undone (DUPLICATE).
 inbox_row AS (
@@ -24,9 +25,11 @@ unparked AS (
 ),
 history_rows AS (
     INSERT INTO saga_history (saga_id, at, direction, message_id, message_type,
-                              correlation_id, causation_id, outcome, note, payload, app)
+                              correlation_id, causation_id, outcome, note, payload, app,
+                              trace_id)
     SELECT $3::uuid, h.at, h.direction, h.message_id, h.message_type,
-           h.correlation_id, h.causation_id, h.outcome, h.note, h.payload::jsonb, $24::text
+           h.correlation_id, h.causation_id, h.outcome, h.note, h.payload::jsonb, $24::text,
+           $25::text
     FROM inbox_row,
          unnest($4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
                 $9::text[], $10::text[], $11::text[], $12::text[])
