@@ -32,6 +32,7 @@ from bus_orchestrator.core.messages import ContractRegistry, Event, Message
 from bus_orchestrator.core.schedule import Schedule
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.errors import AppLoadError, DefinitionError
+from bus_orchestrator.webhooks import Webhook
 
 APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 
@@ -64,6 +65,8 @@ class App:
     adapters: Sequence[Adapter] = ()
     contracts: Sequence[type[Message]] = ()
     """Models beyond those the sagas and adapters declare (say, events others publish)."""
+    webhooks: Sequence[Webhook] = ()
+    """Other systems' callbacks the HTTP API maps to events (``POST /webhooks/{name}``)."""
     version: str = "0.1.0"
     title: str = ""
     """The title of the app's AsyncAPI document; its name when empty."""
@@ -87,6 +90,9 @@ class App:
         adapters = [a.name for a in self.adapters]
         if len(set(adapters)) != len(adapters):
             raise DefinitionError(f"app {self.name!r}: adapter names must be unique: {adapters}")
+        hooks = [w.name for w in self.webhooks]
+        if len(set(hooks)) != len(hooks):
+            raise DefinitionError(f"app {self.name!r}: webhook names must be unique: {hooks}")
         schedules = [s.name for s in self.schedules]
         if len(set(schedules)) != len(schedules):
             raise DefinitionError(f"app {self.name!r}: schedule names must be unique: {schedules}")
@@ -97,6 +103,7 @@ class App:
         for adapter in self.adapters:
             models += sorted(adapter.message_models(), key=lambda m: m.message_type)
         models += self.contracts
+        models += [w.event for w in self.webhooks]
         models += [s.publishes for s in self.schedules]
         for model in models:
             try:

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus_orchestrator.app import App, load_app
+from bus_orchestrator.cli_webhooks import webhooks_app
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import MessageKind
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
@@ -59,6 +60,7 @@ sagas_app = typer.Typer(help="Query saga state.")
 app.add_typer(sagas_app, name="sagas")
 contracts_app = typer.Typer(help="The message contracts: AsyncAPI, JSON Schema, compatibility.")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(webhooks_app, name="webhooks")
 
 EXAMPLE_APP = "example:create_app"
 """The example application of the source repository (order-to-cash)."""
@@ -339,25 +341,35 @@ SourceOption = Annotated[str, typer.Option("--source")]
 def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
     """Serve the app's HTTP API (uvicorn) on BUS_API_HOST:BUS_API_PORT.
 
-    Every route but /healthz, /readyz and /metrics takes a bearer token of BUS_API_TOKENS
-    or BUS_API_TOKENS_FILE; with none, it refuses to start unless BUS_API_INSECURE=1."""
+    Every route but /healthz, /readyz, /metrics and the signed /webhooks/{name} takes a
+    bearer token of BUS_API_TOKENS or BUS_API_TOKENS_FILE; with none, it refuses to start
+    unless BUS_API_INSECURE=1. Webhook secrets: BUS_WEBHOOK_SECRET_<NAME> (or its _FILE)."""
     from bus_orchestrator.telemetry.prometheus import PrometheusMetrics
 
     settings = _settings()
     _configure_logging(log_level, settings)
     application = _app(app_ref, settings)
     metrics = PrometheusMetrics.create("bus-api")
-    server, listener = _served_api(settings, application, metrics)
+    # Tracing from the OTEL_* variables: an event published over HTTP starts a trace that
+    # the saga it starts joins.
+    provider = tracer_provider_from_env("bus-api")
+    telemetry = Telemetry(tracer_of(provider), Metrics.disabled())
+    server, listener = _served_api(settings, application, metrics, telemetry)
     try:
         _run(_until_signalled(lambda stop: server.serve_until(listener, stop)))
     finally:
         metrics.shutdown()
+        if provider is not None:
+            provider.shutdown()
     if not server.started:
         raise typer.Exit(1)
 
 
 def _served_api(
-    settings: Settings, application: App, metrics: PrometheusMetrics | None
+    settings: Settings,
+    application: App,
+    metrics: PrometheusMetrics | None,
+    telemetry: Telemetry | None = None,
 ) -> tuple[ApiServer, socket.socket]:
     """The app's API and the socket it will listen on, bound now; a missing token
     setting or an address in use is one line, exit 2."""
@@ -366,7 +378,10 @@ def _served_api(
 
     try:
         served = create_api(
-            settings, application, metrics=None if metrics is None else metrics.registry
+            settings,
+            application,
+            metrics=None if metrics is None else metrics.registry,
+            telemetry=telemetry,
         )
         listener = bind(settings)
     except (ApiConfigError, ApiAddressError) as exc:

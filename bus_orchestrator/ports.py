@@ -599,3 +599,29 @@ class DeadLetterArchive(Protocol):
         """Mark it purged and drop its body; ``None`` when there is no such dead letter or
         it is purged already."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRequest:
+    """What an idempotency key stands for: the request that used it first."""
+
+    request_hash: str
+    event_id: str
+
+
+class RequestKeys(Protocol):
+    """The HTTP API's idempotency keys (``Idempotency-Key``), per app."""
+
+    async def remember(
+        self,
+        app: str,
+        key: str,
+        request: KeyedRequest,
+        *,
+        window: timedelta,
+        fresh_event_id: str,
+    ) -> KeyedRequest:
+        """Record ``key`` for ``request`` unless it stands for a request already (one made
+        less than ``window`` ago); return what it stands for now. A key whose request is
+        older than ``window`` is taken anew, with ``fresh_event_id`` as its event id."""
+        ...

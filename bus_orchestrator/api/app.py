@@ -9,6 +9,7 @@ types only: another app's saga on the same database is not found.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -37,6 +38,7 @@ from bus_orchestrator.api.errors import (
     ApiError,
     Responses,
 )
+from bus_orchestrator.api.events import add_event_routes
 from bus_orchestrator.api.guard import READER
 from bus_orchestrator.api.metrics import add_metrics_route
 from bus_orchestrator.api.models import (
@@ -58,6 +60,7 @@ from bus_orchestrator.api.outlet import Outlet, install_refusals, memory_outlet,
 from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
 from bus_orchestrator.api.repairs import add_repair_routes, coordinator_repairer
 from bus_orchestrator.api.schedules import add_schedule_routes
+from bus_orchestrator.api.webhooks import add_webhook_routes
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
@@ -183,11 +186,13 @@ def create_api(
         api.state.pool = pool
         api.state.store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
         try:
-            async with (
-                postgres_outlet(settings, app, pool, telemetry) as opened,
-                dead_letter_archive(api, settings, app, pool),
-            ):
-                api.state.outlet = outlet or opened
+            async with contextlib.AsyncExitStack() as stack:
+                if outlet is None:
+                    opened = postgres_outlet(settings, app, pool, telemetry)
+                    api.state.outlet = await stack.enter_async_context(opened)
+                else:
+                    api.state.outlet = outlet
+                await stack.enter_async_context(dead_letter_archive(api, settings, app, pool))
                 yield
         finally:
             await pool.close()
@@ -195,8 +200,8 @@ def create_api(
     api = FastAPI(
         title=f"bus-orchestrator: {app.document_title}",
         version=app.version,
-        description="Read-only HTTP API of the app's sagas. Every route but /healthz, "
-        "/readyz and /metrics takes a bearer token (role reader or operator).",
+        description="HTTP API of the app's sagas. Every route but /healthz, /readyz, /metrics "
+        "and /webhooks/{name} (signed instead) takes a bearer token (role reader or operator).",
         lifespan=lifespan,
         dependencies=[Depends(known_query)],
     )
@@ -205,6 +210,9 @@ def create_api(
         api.state.store, api.state.pool = store, None
         api.state.outlet = outlet or memory_outlet(settings, app, store, telemetry)
     install_refusals(api)
+
+    add_event_routes(api, settings, app)
+    add_webhook_routes(api, settings, app)
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
