@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from adapters import example_adapters
 from adapters.onboarding import onboarding_adapters
@@ -18,6 +19,7 @@ from bus_orchestrator import __version__
 from bus_orchestrator.app import App, DemoCase
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core import SagaStatus
+from bus_orchestrator.webhooks import PayloadRefusedError, Webhook
 from contracts import Address, LineItem, OrderPlaced
 from contracts.onboarding import CustomerSignedUp, IdentityVerified
 from sagas import onboarding, order_to_cash
@@ -67,6 +69,35 @@ def demo_plan(count: int) -> list[DemoCase]:
     return cases
 
 
+def storefront_order(payload: Any) -> dict[str, Any]:
+    """The storefront's "order created" callback as the data of an ``OrderPlaced``."""
+    order = payload["order"]
+    return {
+        "order_id": order["number"],
+        "customer_id": order["customer"]["id"],
+        "items": [
+            {"sku": line["sku"], "quantity": line["quantity"], "unit_price": line["price"]}
+            for line in order["lines"]
+        ],
+        "total": order["total"],
+        "currency": order["currency"],
+        "shipping_address": {
+            "country": order["ship_to"]["country"],
+            "city": order["ship_to"].get("city"),
+        },
+    }
+
+
+STOREFRONT = Webhook(
+    "storefront",
+    event=OrderPlaced,
+    map=storefront_order,
+    delivery=lambda payload: str(payload["delivery_id"]),
+    description="The web shop calls it for each new order (secret: BUS_WEBHOOK_SECRET_STOREFRONT)",
+)
+"""``POST /webhooks/storefront``: a web shop's new orders start order-to-cash sagas."""
+
+
 def create_app(settings: Settings | None = None) -> App:
     """The example app; its step timeout is ``BUS_STEP_TIMEOUT_SECONDS``."""
     timeout = timedelta(seconds=(settings or Settings()).step_timeout_seconds)
@@ -77,6 +108,7 @@ def create_app(settings: Settings | None = None) -> App:
         version=__version__,
         title=TITLE,
         demo=demo_plan,
+        webhooks=[STOREFRONT],
     )
 
 
@@ -141,6 +173,23 @@ def onboarding_plan(count: int) -> list[DemoCase]:
     return cases
 
 
+def identity_verdict(payload: Any) -> dict[str, Any]:
+    """The identity provider's callback as the data of an ``IdentityVerified``; only a
+    positive verdict is one (a negative one lets the saga's wait run out)."""
+    if payload.get("status") != "verified":
+        raise PayloadRefusedError("only a verified identity is published")
+    method = payload.get("method", "document")
+    return {"verification_id": payload["verification_id"], "method": method}
+
+
+IDENTITY_PROVIDER = Webhook(
+    "identity-provider",
+    event=IdentityVerified,
+    map=identity_verdict,
+    description="The identity provider's verdicts (secret: BUS_WEBHOOK_SECRET_IDENTITY_PROVIDER)",
+)
+
+
 def create_onboarding_app(settings: Settings | None = None) -> App:
     """The onboarding app. Its step timeout is ``BUS_STEP_TIMEOUT_SECONDS``, and so is the
     wait for the identity provider's verdict (days, in real life: short, for the demo)."""
@@ -152,4 +201,5 @@ def create_onboarding_app(settings: Settings | None = None) -> App:
         version=__version__,
         title=ONBOARDING_TITLE,
         demo=onboarding_plan,
+        webhooks=[IDENTITY_PROVIDER],
     )

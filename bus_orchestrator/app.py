@@ -1,7 +1,8 @@
 """The application object: what a team brings to the engine, under one name.
 
-An ``App`` holds a team's saga definitions, the adapters it runs (if any), and any extra
-message models; its contract registry is derived from what those declare. The command line
+An ``App`` holds a team's saga definitions, the adapters it runs (if any), the events it
+publishes by the clock (``schedules``, see ``core.schedule``) and any extra message models;
+its contract registry is derived from what those declare. The command line
 finds it by reference, as ``uvicorn`` and ``celery -A`` do::
 
     # onboarding/app.py
@@ -28,8 +29,10 @@ from bus_orchestrator.adapters.adapter import Adapter
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
 from bus_orchestrator.core.messages import ContractRegistry, Event, Message
+from bus_orchestrator.core.schedule import Schedule
 from bus_orchestrator.core.state import SagaStatus
 from bus_orchestrator.errors import AppLoadError, DefinitionError
+from bus_orchestrator.webhooks import Webhook
 
 APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 
@@ -62,11 +65,15 @@ class App:
     adapters: Sequence[Adapter] = ()
     contracts: Sequence[type[Message]] = ()
     """Models beyond those the sagas and adapters declare (say, events others publish)."""
+    webhooks: Sequence[Webhook] = ()
+    """Other systems' callbacks the HTTP API maps to events (``POST /webhooks/{name}``)."""
     version: str = "0.1.0"
     title: str = ""
     """The title of the app's AsyncAPI document; its name when empty."""
     description: str = ""
     demo: DemoPlan | None = None
+    schedules: Sequence[Schedule[Any]] = ()
+    """Events the app's coordinators publish by the clock (``core.schedule``)."""
     registry: ContractRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +90,12 @@ class App:
         adapters = [a.name for a in self.adapters]
         if len(set(adapters)) != len(adapters):
             raise DefinitionError(f"app {self.name!r}: adapter names must be unique: {adapters}")
+        hooks = [w.name for w in self.webhooks]
+        if len(set(hooks)) != len(hooks):
+            raise DefinitionError(f"app {self.name!r}: webhook names must be unique: {hooks}")
+        schedules = [s.name for s in self.schedules]
+        if len(set(schedules)) != len(schedules):
+            raise DefinitionError(f"app {self.name!r}: schedule names must be unique: {schedules}")
         registry = ContractRegistry()
         models: list[type[Message]] = []
         for saga in self.sagas:
@@ -90,6 +103,8 @@ class App:
         for adapter in self.adapters:
             models += sorted(adapter.message_models(), key=lambda m: m.message_type)
         models += self.contracts
+        models += [w.event for w in self.webhooks]
+        models += [s.publishes for s in self.schedules]
         for model in models:
             try:
                 registry.register(model)

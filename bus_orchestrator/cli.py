@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus_orchestrator.app import App, load_app
+from bus_orchestrator.cli_webhooks import webhooks_app
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.messages import MessageKind
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
@@ -47,6 +49,10 @@ from bus_orchestrator.telemetry.metrics import Metrics
 from bus_orchestrator.telemetry.setup import Telemetry, tracer_of, tracer_provider_from_env
 from bus_orchestrator.views import app_saga_view, find_saga, history_view
 
+if TYPE_CHECKING:
+    from bus_orchestrator.api.serve import ApiServer
+    from bus_orchestrator.telemetry.prometheus import PrometheusMetrics
+
 T = TypeVar("T")
 
 app = typer.Typer(help="Saga orchestration over RabbitMQ, with saga state in Postgres.")
@@ -54,6 +60,7 @@ sagas_app = typer.Typer(help="Query saga state.")
 app.add_typer(sagas_app, name="sagas")
 contracts_app = typer.Typer(help="The message contracts: AsyncAPI, JSON Schema, compatibility.")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(webhooks_app, name="webhooks")
 
 EXAMPLE_APP = "example:create_app"
 """The example application of the source repository (order-to-cash)."""
@@ -135,16 +142,24 @@ def _configure_logging(level: str, settings: Settings) -> None:
 
 @contextmanager
 def _telemetry(
-    settings: Settings, service_name: str, *, serve_metrics: bool = True
+    settings: Settings,
+    service_name: str,
+    *,
+    serve_metrics: bool = True,
+    metrics: PrometheusMetrics | None = None,
 ) -> Iterator[Telemetry]:
-    """Tracing from the ``OTEL_*`` variables, metrics on ``BUS_METRICS_PORT``; flushed on exit."""
-    from bus_orchestrator.telemetry.prometheus import MetricsServer
+    """Tracing from the ``OTEL_*`` variables, metrics on ``BUS_METRICS_PORT``; flushed on exit.
+
+    ``metrics`` given (``run --api``, whose API serves them too) are recorded on whether
+    or not ``BUS_METRICS_PORT`` serves them as well; shut down on exit."""
+    from bus_orchestrator.telemetry.prometheus import MetricsServer, PrometheusMetrics
 
     provider = tracer_provider_from_env(service_name)
     server = None
     if settings.metrics_port is not None and serve_metrics:
         try:
-            server = MetricsServer.start(service_name, settings.metrics_port, settings.metrics_host)
+            pipeline = metrics or PrometheusMetrics.create(service_name)
+            server = MetricsServer.serve(pipeline, settings.metrics_port, settings.metrics_host)
         except OSError as exc:
             _fail(
                 f"BUS_METRICS_PORT={settings.metrics_port} cannot be served on "
@@ -155,13 +170,14 @@ def _telemetry(
         logging.getLogger(__name__).info(
             "metrics on http://%s:%d/metrics", server.host, server.port
         )
+    meter = server.meter if server else metrics.meter if metrics else None
     try:
-        yield Telemetry(
-            tracer_of(provider), Metrics(server.meter) if server else Metrics.disabled()
-        )
+        yield Telemetry(tracer_of(provider), Metrics(meter) if meter else Metrics.disabled())
     finally:
         if server is not None:
             server.shutdown()
+        elif metrics is not None:
+            metrics.shutdown()
         if provider is not None:
             provider.shutdown()
 
@@ -237,26 +253,53 @@ def migrate(
 
 
 @app.command()
-def run(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
+def run(
+    app_ref: AppOption = None,
+    log_level: LogLevel = "info",
+    with_api: Annotated[
+        bool,
+        typer.Option(
+            "--api",
+            help="serve the HTTP API from this process too, on BUS_API_HOST:BUS_API_PORT "
+            "(as the api command does, tokens included)",
+        ),
+    ] = False,
+) -> None:
     """Run the coordinator, its outbox relay and its timers for the app's sagas."""
     from bus_orchestrator.runtime.service import run_coordinator
+    from bus_orchestrator.telemetry.prometheus import PrometheusMetrics
 
     settings = _settings()
     _configure_logging(log_level, settings)
     application = _app(app_ref, settings)
-    with _telemetry(settings, "bus-coordinator") as telemetry:
-        _run(
-            _until_signalled(
-                lambda stop: run_coordinator(
-                    settings,
-                    application.sagas,
-                    application.registry,
-                    stop,
-                    telemetry,
-                    app=application.name,
-                )
+    metrics = PrometheusMetrics.create("bus-coordinator") if with_api else None
+    served = _served_api(settings, application, metrics) if with_api else None
+    with _telemetry(settings, "bus-coordinator", metrics=metrics) as telemetry:
+
+        async def coordinate(stop: asyncio.Event) -> None:
+            await run_coordinator(
+                settings,
+                application.sagas,
+                application.registry,
+                stop,
+                telemetry,
+                app=application.name,
+                schedules=application.schedules,
             )
-        )
+
+        async def both(stop: asyncio.Event) -> None:
+            assert served is not None  # noqa: S101 - with --api only
+            server, listener = served
+            serving = asyncio.create_task(server.serve_until(listener, stop))
+            try:
+                await coordinate(stop)
+            finally:
+                stop.set()  # the coordinator may have stopped on its own (start-up error)
+                await serving
+
+        _run(_until_signalled(both if served else coordinate))
+    if served is not None and not served[0].started:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -296,65 +339,62 @@ SourceOption = Annotated[str, typer.Option("--source")]
 
 @app.command()
 def api(app_ref: AppOption = None, log_level: LogLevel = "info") -> None:
-    """Serve the app's read-only HTTP API (uvicorn) on BUS_API_HOST:BUS_API_PORT.
+    """Serve the app's HTTP API (uvicorn) on BUS_API_HOST:BUS_API_PORT.
 
-    Every route but /healthz and /readyz takes a bearer token of BUS_API_TOKENS or
-    BUS_API_TOKENS_FILE; with none, it refuses to start unless BUS_API_INSECURE=1."""
-    import socket
-
-    import uvicorn
-
-    from bus_orchestrator.api import ApiConfigError, create_api
+    Every route but /healthz, /readyz, /metrics and the signed /webhooks/{name} takes a
+    bearer token of BUS_API_TOKENS or BUS_API_TOKENS_FILE; with none, it refuses to start
+    unless BUS_API_INSECURE=1. Webhook secrets: BUS_WEBHOOK_SECRET_<NAME> (or its _FILE)."""
+    from bus_orchestrator.telemetry.prometheus import PrometheusMetrics
 
     settings = _settings()
     _configure_logging(log_level, settings)
     application = _app(app_ref, settings)
+    metrics = PrometheusMetrics.create("bus-api")
+    # Tracing from the OTEL_* variables: an event published over HTTP starts a trace that
+    # the saga it starts joins.
+    provider = tracer_provider_from_env("bus-api")
+    telemetry = Telemetry(tracer_of(provider), Metrics.disabled())
+    server, listener = _served_api(settings, application, metrics, telemetry)
     try:
-        served = create_api(settings, application)
-    except ApiConfigError as exc:
+        _run(_until_signalled(lambda stop: server.serve_until(listener, stop)))
+    finally:
+        metrics.shutdown()
+        if provider is not None:
+            provider.shutdown()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def _served_api(
+    settings: Settings,
+    application: App,
+    metrics: PrometheusMetrics | None,
+    telemetry: Telemetry | None = None,
+) -> tuple[ApiServer, socket.socket]:
+    """The app's API and the socket it will listen on, bound now; a missing token
+    setting or an address in use is one line, exit 2."""
+    from bus_orchestrator.api import ApiConfigError, create_api
+    from bus_orchestrator.api.serve import ApiAddressError, ApiServer, bind
+
+    try:
+        served = create_api(
+            settings,
+            application,
+            metrics=None if metrics is None else metrics.registry,
+            telemetry=telemetry,
+        )
+        listener = bind(settings)
+    except (ApiConfigError, ApiAddressError) as exc:
         errors.print(f"[bold red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
     if settings.api_insecure and served.state.tokens is None:
         logging.getLogger(__name__).warning(
             "BUS_API_INSECURE: the HTTP API is served without access control"
         )
-    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((settings.api_host, settings.api_port))
-    except OSError as exc:
-        listener.close()
-        errors.print(
-            f"[bold red]cannot serve the HTTP API on {settings.api_host}:{settings.api_port}[/]"
-            f" ({exc.strerror}): set BUS_API_HOST / BUS_API_PORT to a free address"
-        )
-        raise typer.Exit(2) from exc
     logging.getLogger(__name__).info(
         "HTTP API of app %r on http://%s:%d", application.name, *listener.getsockname()[:2]
     )
-
-    class Server(uvicorn.Server):
-        """uvicorn's server without its own signal handling: SIGTERM and SIGINT stop it
-        as they stop ``run`` and ``adapters`` (exit 0), not by raising the signal again."""
-
-        @contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    server = Server(uvicorn.Config(served, log_config=None, lifespan="on", server_header=False))
-
-    async def serve(stop: asyncio.Event) -> None:
-        serving = asyncio.create_task(server.serve(sockets=[listener]))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait((serving, stopping), return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True  # a graceful shutdown: requests in flight finish
-        stopping.cancel()
-        await serving
-
-    _run(_until_signalled(serve))
-    if not server.started:
-        raise typer.Exit(1)
+    return ApiServer(served), listener
 
 
 @app.command()
@@ -829,8 +869,14 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
-from bus_orchestrator import cli_repair  # noqa: E402, F401 - adds sagas retry|skip|abort|resume
+from bus_orchestrator import (  # noqa: E402 - they use the helpers above
+    cli_dead,  # noqa: F401 - adds dead list|show|replay|purge
+    cli_repair,  # noqa: F401 - adds sagas retry|skip|abort|resume
+)
 
 
 def main() -> None:
     app()
+
+
+import bus_orchestrator.cli_schedules  # noqa: E402, F401 - adds `schedules`, with the helpers above

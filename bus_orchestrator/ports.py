@@ -7,6 +7,7 @@ twin for tests. The runtime depends on these protocols only.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -387,6 +388,11 @@ class SagaStore(Protocol):
         return how many."""
         ...
 
+    async def fold_counts(self) -> int:
+        """Fold a batch of the changes to the saga counts (by type and status) recorded
+        since the last fold into the counts, if the store keeps them; return how many."""
+        ...
+
 
 class Outbox(Protocol):
     """The relay's view of the outbox."""
@@ -413,4 +419,209 @@ class Publisher(Protocol):
 
     async def publish(self, message: OutboxMessage) -> None:
         """Raises ``BrokerUnavailableError`` when the broker did not confirm."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """What the store knows of one schedule of an app: since when it is known, and the
+    newest slot fired (``None`` until one has)."""
+
+    schedule: str
+    registered_at: datetime
+    last_slot: datetime | None = None
+    last_fired_at: datetime | None = None
+    """When the coordinator that fired ``last_slot`` fired it (later than the slot when it
+    was caught up)."""
+    last_event_id: str | None = None
+    next_slot: datetime | None = None
+    """The slot the coordinators planned next when they last fired or started."""
+
+
+class ScheduleStore(Protocol):
+    """Which slots of an app's schedules fired; a slot fires once, with its event's outbox
+    row in the same transaction."""
+
+    async def register_schedules(
+        self, app: str, next_slots: Mapping[str, datetime], now: datetime
+    ) -> list[ScheduleState]:
+        """Record the app's schedules (by name, with the slot each plans next), those new
+        with ``now`` as the time they became known; return the state of each."""
+        ...
+
+    async def fire(
+        self,
+        app: str,
+        schedule: str,
+        slot: datetime,
+        next_slot: datetime | None,
+        message: OutboxMessage,
+        now: datetime,
+    ) -> PendingPublish | None:
+        """Claim ``slot`` of ``schedule`` and write ``message`` to the outbox, atomically;
+        ``None`` (and nothing written) when the slot, or a newer one, fired already."""
+        ...
+
+    async def schedule_states(self, app: str) -> list[ScheduleState]:
+        """The state of each schedule of ``app`` known to the store, by name."""
+        ...
+
+    async def purge_firings(self, app: str, older_than: timedelta) -> int:
+        """Forget a batch of the app's firings done longer than ``older_than`` ago (the
+        newest of each schedule stays in its state); return how many."""
+
+
+# -- the dead-letter archive (migration 0009) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """One message of ``bus.dead``, as the archive keeps it."""
+
+    id: str
+    fingerprint: bytes
+    message_id: str | None
+    message_type: str | None
+    source: str | None
+    correlation_id: str | None
+    reason: str
+    detail: str
+    dead_lettered_by: str | None
+    original_exchange: str | None
+    original_routing_key: str | None
+    content_type: str | None
+    properties: dict[str, Any]
+    headers: dict[str, Any]
+    body: bytes
+    dead_lettered_at: datetime
+    saga_id: str | None = None
+    """From ``x-saga-id``; the archive derives it otherwise where it can."""
+
+
+class DeadStatus(StrEnum):
+    """The fate of an archived dead letter."""
+
+    DEAD = "dead"
+    """In the archive, not acted on."""
+    REPLAYED = "replayed"
+    """Published again to its original exchange and routing key."""
+    PURGED = "purged"
+    """Given up on: its body is dropped, what it was is kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A row of ``dead_letter``; ``properties``, ``headers`` and ``body`` only when read
+    whole (``get``), not in a page."""
+
+    id: str
+    message_id: str | None
+    message_type: str | None
+    source: str | None
+    correlation_id: str | None
+    reason: str
+    detail: str
+    dead_lettered_by: str | None
+    original_exchange: str | None
+    original_routing_key: str | None
+    saga_id: str | None
+    content_type: str | None
+    body_bytes: int
+    dead_lettered_at: datetime
+    archived_at: datetime
+    status: DeadStatus
+    replayed_at: datetime | None
+    replayed_by: str | None
+    replay_reason: str | None
+    replayed_as: str | None
+    purged_at: datetime | None
+    purged_by: str | None
+    purge_reason: str | None
+    properties: dict[str, Any] | None = None
+    headers: dict[str, Any] | None = None
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadFilter:
+    """What ``GET /dead`` and ``dead list`` select; ``None`` is any."""
+
+    status: DeadStatus | None = DeadStatus.DEAD
+    reason: str | None = None
+    message_type: str | None = None
+    saga_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadAfter:
+    """Where a page ends: the last row's time and id."""
+
+    dead_lettered_at: datetime
+    id: str
+
+
+class LockedDeadLetter(Protocol):
+    """A dead letter held for a replay: ``row`` (``None``: no such dead letter), and
+    ``mark``, committed with the lock's end unless the block raised."""
+
+    row: StoredDeadLetter | None
+
+    async def mark(self, by: str, reason: str, replayed_as: str | None) -> StoredDeadLetter:
+        """Record that it was replayed, and as which message id."""
+        ...
+
+
+class DeadLetterArchive(Protocol):
+    """The archive of ``bus.dead``: what the archive consumer writes, and the dead-letter
+    routes and commands read and change."""
+
+    async def archive(self, record: DeadLetterRecord, saga_id: str | None) -> bool:
+        """Keep ``record``; ``False`` when it is there already (a redelivery)."""
+        ...
+
+    async def page(
+        self, where: DeadFilter, after: DeadAfter | None, limit: int
+    ) -> list[StoredDeadLetter]:
+        """Newest first (time, then id), after ``after``, at most ``limit``; without the
+        properties, headers and body."""
+        ...
+
+    async def get(self, dead_letter_id: str) -> StoredDeadLetter | None:
+        """The whole dead letter, or ``None`` (an id that is not a uuid included)."""
+        ...
+
+    def replaying(self, dead_letter_id: str) -> AbstractAsyncContextManager[LockedDeadLetter]:
+        """The dead letter, held until the block ends so that two replays of it cannot
+        both publish."""
+        ...
+
+    async def purge(self, dead_letter_id: str, by: str, reason: str) -> StoredDeadLetter | None:
+        """Mark it purged and drop its body; ``None`` when there is no such dead letter or
+        it is purged already."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRequest:
+    """What an idempotency key stands for: the request that used it first."""
+
+    request_hash: str
+    event_id: str
+
+
+class RequestKeys(Protocol):
+    """The HTTP API's idempotency keys (``Idempotency-Key``), per app."""
+
+    async def remember(
+        self,
+        app: str,
+        key: str,
+        request: KeyedRequest,
+        *,
+        window: timedelta,
+        fresh_event_id: str,
+    ) -> KeyedRequest:
+        """Record ``key`` for ``request`` unless it stands for a request already (one made
+        less than ``window`` ago); return what it stands for now. A key whose request is
+        older than ``window`` is taken anew, with ``fresh_event_id`` as its event id."""
         ...

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -12,9 +12,10 @@ from bus_orchestrator.app import App
 from bus_orchestrator.core.definition import Child, SagaDefinition, Wait
 from bus_orchestrator.core.messages import REDACT_SECRETS
 from bus_orchestrator.core.repair import allowed
+from bus_orchestrator.core.schedule import Schedule
 from bus_orchestrator.core.state import Phase, SagaInstance, SagaStatus, StepRecord, StepStatus
 from bus_orchestrator.errors import DefinitionError
-from bus_orchestrator.ports import HistoryEntry, SagaLocks
+from bus_orchestrator.ports import HistoryEntry, SagaLocks, ScheduleState
 from bus_orchestrator.telemetry.tracing import trace_id_of
 
 
@@ -225,3 +226,40 @@ async def find_saga(
         return exact or found
     saga_type, correlation_id = ref.split("/", 1)
     return [s for s in kept(await find(correlation_id)) if s.saga_type == saga_type]
+
+
+def schedule_views(
+    schedules: Sequence[Schedule[Any]], states: Sequence[ScheduleState], now: datetime
+) -> list[dict[str, Any]]:
+    """The app's schedules as JSON-ready objects (``GET /schedules``, ``schedules list``):
+    each one's expression, time zone and event type, its next slot after ``now`` and the
+    last slot fired (from the store's ``states``), times in UTC."""
+    known = {state.schedule: state for state in states}
+    views = []
+    for schedule in schedules:
+        try:
+            upcoming: str | None = schedule.next_after(now).isoformat()
+        except StopIteration:
+            upcoming = None
+        state = known.get(schedule.name)
+        last = None
+        if state is not None and state.last_slot is not None:
+            last = {
+                "slot": state.last_slot.astimezone(UTC).isoformat(),
+                "fired_at": None
+                if state.last_fired_at is None
+                else state.last_fired_at.astimezone(UTC).isoformat(),
+                "event_id": state.last_event_id,
+            }
+        views.append(
+            {
+                "name": schedule.name,
+                "cron": schedule.cron,
+                "timezone": schedule.timezone,
+                "catch_up": schedule.catch_up,
+                "publishes": schedule.publishes.message_type,
+                "next_firing": upcoming,
+                "last_firing": last,
+            }
+        )
+    return views

@@ -9,6 +9,7 @@ types only: another app's saga on the same database is not found.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -22,12 +23,14 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
 from pydantic import AwareDatetime, BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from bus_orchestrator.api.auth import NO_TOKENS, ApiConfigError, ApiTokens, load_tokens
 from bus_orchestrator.api.cursor import decode_cursor, encode_cursor
+from bus_orchestrator.api.dead import add_dead_routes, dead_letter_archive
 from bus_orchestrator.api.errors import (
     AMBIGUOUS,
     GUARDED,
@@ -35,7 +38,9 @@ from bus_orchestrator.api.errors import (
     ApiError,
     Responses,
 )
+from bus_orchestrator.api.events import add_event_routes
 from bus_orchestrator.api.guard import READER, caller
+from bus_orchestrator.api.metrics import add_metrics_route
 from bus_orchestrator.api.models import (
     AmbiguousBody,
     Caller,
@@ -55,6 +60,8 @@ from bus_orchestrator.api.models import (
 from bus_orchestrator.api.outlet import Outlet, install_refusals, memory_outlet, postgres_outlet
 from bus_orchestrator.api.readiness import check_migrations, check_postgres, check_rabbitmq
 from bus_orchestrator.api.repairs import add_repair_routes, coordinator_repairer
+from bus_orchestrator.api.schedules import add_schedule_routes
+from bus_orchestrator.api.webhooks import add_webhook_routes
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.state import SagaInstance, SagaStatus
@@ -90,9 +97,9 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 
 async def known_query(request: Request) -> None:
-    """Refuse a query parameter a route with filters does not take (422): a mistyped
-    filter (``?stauts=failed``) would otherwise list every saga. A route without query
-    parameters (which declares no 422) ignores any, as a probe may send them."""
+    """Refuse a query parameter a route with filters does not take, or one given more than
+    once (422): a mistyped filter (``?stauts=failed``) would otherwise list every saga. A
+    route without query parameters (which declares no 422) ignores any, as a probe may."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
@@ -100,6 +107,21 @@ async def known_query(request: Request) -> None:
     if not known:
         return
     unknown = [name for name in request.query_params if name not in known]
+    repeated = sorted(
+        {name for name in request.query_params if len(request.query_params.getlist(name)) > 1}
+    )
+    if repeated:  # every filter takes one value: which of two was meant is not guessed
+        raise RequestValidationError(
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("query", name),
+                    "msg": "given more than once: give one value",
+                    "input": request.query_params.getlist(name),
+                }
+                for name in repeated
+            ]
+        )
     if unknown:
         raise RequestValidationError(
             [
@@ -136,13 +158,15 @@ def create_api(
     store: SagaReader | None = None,
     outlet: Outlet | None = None,
     telemetry: Telemetry | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> FastAPI:
     """The HTTP API of ``app``.
 
     ``tokens`` default to those of the settings (``BUS_API_TOKENS``, ``_FILE``); without
     any, ``ApiConfigError`` unless ``BUS_API_INSECURE`` is set. The Postgres pool opens in
     the lifespan (lazily: the API starts while Postgres is down, and says so on /readyz);
-    a ``store`` given instead is used as it is (tests).
+    a ``store`` given instead is used as it is (tests). ``GET /metrics`` renders the
+    ``metrics`` registry (the process's, see ``telemetry.prometheus``).
 
     Writes go through the ``outlet`` (``api.outlet``): by default one of its own on the
     Postgres pool, with its own relay; beside a given in-memory ``store``, one that leaves
@@ -164,8 +188,13 @@ def create_api(
         api.state.pool = pool
         api.state.store = PostgresSagaStore(pool, timedelta(seconds=settings.outbox_lease_seconds))
         try:
-            async with postgres_outlet(settings, app, pool, telemetry) as opened:
-                api.state.outlet = outlet or opened
+            async with contextlib.AsyncExitStack() as stack:
+                if outlet is None:
+                    opened = postgres_outlet(settings, app, pool, telemetry)
+                    api.state.outlet = await stack.enter_async_context(opened)
+                else:
+                    api.state.outlet = outlet
+                await stack.enter_async_context(dead_letter_archive(api, settings, app, pool))
                 yield
         finally:
             await pool.close()
@@ -173,8 +202,8 @@ def create_api(
     api = FastAPI(
         title=f"bus-orchestrator: {app.document_title}",
         version=app.version,
-        description="Read-only HTTP API of the app's sagas. Every route but /healthz and "
-        "/readyz takes a bearer token (role reader or operator).",
+        description="HTTP API of the app's sagas. Every route but /healthz, /readyz, /metrics "
+        "and /webhooks/{name} (signed instead) takes a bearer token (role reader or operator).",
         lifespan=lifespan,
         dependencies=[Depends(known_query)],
     )
@@ -183,6 +212,9 @@ def create_api(
         api.state.store, api.state.pool = store, None
         api.state.outlet = outlet or memory_outlet(settings, app, store, telemetry)
     install_refusals(api)
+
+    add_event_routes(api, settings, app)
+    add_webhook_routes(api, settings, app)
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -397,6 +429,7 @@ def create_api(
 
     add_repair_routes(api, resolve, detail)
     api.state.repairer = coordinator_repairer(app, settings, lambda: api.state.outlet, telemetry)
+    add_dead_routes(api, settings, app)
 
     @api.get(
         "/me",
@@ -434,4 +467,6 @@ def create_api(
         response.status_code = 200 if ready else 503
         return Readiness(status="ready" if ready else "not ready", checks=checks)
 
+    add_schedule_routes(api, app)
+    add_metrics_route(api, metrics)
     return api

@@ -19,7 +19,18 @@ Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 class ErrorBody(BaseModel):
     """Every refusal but a request's validation (422, FastAPI's own shape)."""
 
-    error: Literal["unauthorized", "forbidden", "not_found", "ambiguous", "unavailable", "refused"]
+    error: Literal[
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "ambiguous",
+        "unavailable",
+        "invalid",
+        "not_an_event",
+        "key_reused",
+        "too_large",
+        "refused",
+    ]
     detail: str
 
 

@@ -30,11 +30,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import NoOpTracer, Tracer
 
+from bus_orchestrator.api.errors import ApiError
 from bus_orchestrator.api.models import ErrorBody
 from bus_orchestrator.app import App
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.decision import Outgoing
 from bus_orchestrator.core.messages import Message, MessageKind
+from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.errors import (
     AppConflictError,
     BusOrchestratorError,
@@ -46,14 +48,15 @@ from bus_orchestrator.ports import (
     Committed,
     OutboxMessage,
     PendingPublish,
+    RequestKeys,
     SagaStore,
 )
-from bus_orchestrator.runtime.outgoing import encode_message, encode_outgoing
+from bus_orchestrator.runtime.outgoing import encode_message, encode_outgoing, for_saga
 from bus_orchestrator.runtime.parking import Relay
 from bus_orchestrator.runtime.relay import OutboxRelay
 from bus_orchestrator.startup import until_started
+from bus_orchestrator.store.request_keys import InMemoryRequestKeys, PostgresRequestKeys
 from bus_orchestrator.telemetry.setup import Telemetry
-from bus_orchestrator.telemetry.tracing import inject
 from bus_orchestrator.transport.lazy import LazyAmqpPublisher
 from bus_orchestrator.transport.topology import Topology
 
@@ -85,6 +88,7 @@ class Outlet:
         relay: Relay | None = None,
         telemetry: Telemetry | None = None,
         consumer: str = "api",
+        request_keys: RequestKeys | None = None,
     ) -> None:
         self.topology = topology
         self.source = source
@@ -93,6 +97,8 @@ class Outlet:
         self.telemetry = telemetry or Telemetry.disabled()
         self._store = store
         self._relay = relay
+        self.request_keys: RequestKeys = request_keys or InMemoryRequestKeys()
+        """The idempotency keys of the API's requests (``Idempotency-Key``)."""
 
     @property
     def tracer(self) -> Tracer:
@@ -155,28 +161,21 @@ class Outlet:
         )
         return self._traced(message)
 
-    def encode_outgoing(self, out: Outgoing, now: datetime | None = None) -> OutboxMessage:
-        """A message a saga's decision sends, encoded as the coordinator does it."""
+    def encode_outgoing(
+        self, out: Outgoing, instance: SagaInstance | None = None, now: datetime | None = None
+    ) -> OutboxMessage:
+        """A message a saga's decision sends, encoded as the coordinator does it: with the
+        ``x-saga-*`` headers of ``instance`` (the saga after the decision) and the current
+        trace context."""
         message = encode_outgoing(
             out, topology=self.topology, source=self.source, now=now or utc_now()
         )
-        return self._traced(message)
+        return for_saga(
+            message, instance, compensation=out.compensates is not None, traced=self.tracing
+        )
 
     def _traced(self, message: OutboxMessage) -> OutboxMessage:
-        if not self.tracing:
-            return message
-        headers = dict(message.headers)
-        inject(headers)
-        return OutboxMessage(
-            message_id=message.message_id,
-            message_type=message.message_type,
-            exchange=message.exchange,
-            routing_key=message.routing_key,
-            body=message.body,
-            content_type=message.content_type,
-            headers=headers,
-            correlation_id=message.correlation_id,
-        )
+        return for_saga(message, None, traced=self.tracing)
 
 
 class PostgresOutlet(Outlet):
@@ -193,7 +192,11 @@ class PostgresOutlet(Outlet):
     ) -> None:
         topology = Topology(settings.exchange_prefix, settings.delivery_limit)
         super().__init__(
-            topology, f"{API_SOURCE}:{app.name}", telemetry=telemetry, consumer=f"api.{app.name}"
+            topology,
+            f"{API_SOURCE}:{app.name}",
+            telemetry=telemetry,
+            consumer=f"api.{app.name}",
+            request_keys=PostgresRequestKeys(pool),
         )
         self.settings = settings
         self.app = app
@@ -281,8 +284,12 @@ async def postgres_outlet(
 
 
 def outlet_of(request: Request) -> Outlet:
-    """The outlet of the API serving ``request`` (``request.app.state.outlet``)."""
-    found: Outlet = request.app.state.outlet
+    """The outlet of the API serving ``request`` (``request.app.state.outlet``); 503 for
+    an API built over a read-only store (no outlet)."""
+    found: Outlet | None = getattr(request.app.state, "outlet", None)
+    if found is None:
+        detail = "this API serves reads only: it has no outlet for writes"
+        raise ApiError(503, ErrorBody(error="unavailable", detail=detail))
     return found
 
 

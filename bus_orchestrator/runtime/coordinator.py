@@ -83,7 +83,7 @@ from bus_orchestrator.ports import (
 from bus_orchestrator.runtime.history import EngineMessage, entry_in, source_of
 from bus_orchestrator.runtime.locks import LockGrants
 from bus_orchestrator.runtime.ordering import KeyedLocks
-from bus_orchestrator.runtime.outgoing import encode_outgoing
+from bus_orchestrator.runtime.outgoing import encode_outgoing, for_saga
 from bus_orchestrator.runtime.parking import ParkedEvents, Relay
 from bus_orchestrator.runtime.spans import Delivery, SagaSpans, Timed
 from bus_orchestrator.telemetry.logs import bind_saga
@@ -92,9 +92,7 @@ from bus_orchestrator.telemetry.tracing import (
     carrier_of,
     current_step,
     current_trace_id,
-    inject,
     saga_attributes,
-    saga_headers,
 )
 from bus_orchestrator.transport.codec import RawMessage, decode
 from bus_orchestrator.transport.consumer import DeadLetter, Verdict
@@ -669,14 +667,14 @@ class Coordinator:
         history = [entry_in(message, decision.outcome, decision.note, now)]
         outbox = []
         for out, message_out in zip(decision.send, encoded, strict=True):
-            # The relay's send span is a child of this work, and the adapters see the saga.
-            headers = dict(message_out.headers)
-            if self._spans.enabled:
-                inject(headers)
-            # Only a compensating command is marked so: not the end event of a saga that
-            # finished compensating, nor a child's cancel.
-            headers.update(saga_headers(saga_attributes(after), out.compensates is not None))
-            outbox.append(dataclasses.replace(message_out, headers=headers))
+            outbox.append(
+                for_saga(
+                    message_out,
+                    after,
+                    compensation=out.compensates is not None,
+                    traced=self._spans.enabled,
+                )
+            )
             history.append(
                 HistoryEntry(
                     direction=Direction.OUT,

@@ -5,7 +5,8 @@ the saga history keeps the audit of what was sent. Processed message ids are kep
 ``inbox_retention``, long enough to catch any redelivery. Finished sagas (completed,
 compensated, failed) and their history are kept ``saga_retention`` after they finished,
 and so are history rows of no saga (messages nobody awaited). All are deleted in bounded
-batches, each its own short statement.
+batches, each its own short statement. The changes to the saga counts of ``GET /stats``
+are folded into them (Postgres keeps them by trigger, migration 0012).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Housekeeping:
             ("outbox", lambda: outbox.purge_sent(outbox_retention)),
             ("sagas", lambda: store.purge_finished(saga_retention)),
             ("history", lambda: store.purge_orphan_history(saga_retention)),
+            ("counts", store.fold_counts),
         ]
         self.loop = Periodic("housekeeping", self._round, interval)
 

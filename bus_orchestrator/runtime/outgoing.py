@@ -8,11 +8,14 @@ A message goes to the exchange of its kind (``bus.events``, ``bus.commands`` or
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from bus_orchestrator.core.decision import Outgoing
 from bus_orchestrator.core.messages import Message
+from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.ports import OutboxMessage
+from bus_orchestrator.telemetry.tracing import inject, saga_attributes, saga_headers
 from bus_orchestrator.transport.codec import encode
 from bus_orchestrator.transport.topology import Topology
 
@@ -55,3 +58,21 @@ def encode_outgoing(
         causation_id=out.causation_id,
         compensates=out.compensates,
     )
+
+
+def for_saga(
+    message: OutboxMessage,
+    instance: SagaInstance | None,
+    *,
+    compensation: bool = False,
+    traced: bool,
+) -> OutboxMessage:
+    """``message`` with the current trace context (when ``traced``: the relay's send span
+    is a child of the work that wrote it) and the ``x-saga-*`` headers of ``instance`` (if
+    any: the adapters see the saga). ``compensation`` marks a compensating command only:
+    not the end event of a saga that finished compensating, nor a child's cancel."""
+    headers = dict(message.headers)
+    if traced:
+        inject(headers)
+    headers.update(saga_headers(saga_attributes(instance), compensation))
+    return dataclasses.replace(message, headers=headers)

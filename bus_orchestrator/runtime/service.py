@@ -19,13 +19,15 @@ from aio_pika.abc import AbstractQueue
 
 from bus_orchestrator.config import Settings
 from bus_orchestrator.core.definition import SagaDefinition
-from bus_orchestrator.core.messages import ContractRegistry
+from bus_orchestrator.core.messages import ContractRegistry, MessageKind
+from bus_orchestrator.core.schedule import Schedule
 from bus_orchestrator.errors import DefinitionVersionError
 from bus_orchestrator.periodic import Periodic
 from bus_orchestrator.ports import Clock
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.runtime.housekeeping import Housekeeping
 from bus_orchestrator.runtime.relay import OutboxRelay
+from bus_orchestrator.runtime.schedules import ScheduleRunner
 from bus_orchestrator.runtime.timers import TimerLoop, TimerPolicy
 from bus_orchestrator.startup import until_started
 from bus_orchestrator.store.migrate import require_migrated
@@ -36,6 +38,7 @@ from bus_orchestrator.store.postgres import (
     register_app,
     running_versions,
 )
+from bus_orchestrator.store.schedules import PostgresScheduleStore
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.transport.connections import BrokerConnections
 from bus_orchestrator.transport.consumer import QueueConsumer
@@ -57,6 +60,9 @@ class CoordinatorService:
     timers, park sweep, relay and housekeeping take only its own rows, so several apps
     share one broker and one database. Without it, the queue is ``bus.coordinator`` and
     every row is taken (one app alone).
+
+    ``schedules`` are fired from here (``runtime.schedules``): each slot by one of the
+    app's coordinators.
     """
 
     def __init__(
@@ -69,8 +75,11 @@ class CoordinatorService:
         clock: Clock = utc_now,
         pool: asyncpg.Pool | None = None,
         telemetry: Telemetry | None = None,
+        schedules: Sequence[Schedule[Any]] = (),
     ) -> None:
         self.settings = settings
+        self._schedules = schedules
+        self.schedule_runner: ScheduleRunner | None = None
         self.app = app
         self.topology = Topology(settings.exchange_prefix, settings.delivery_limit)
         self.queue_name = self.topology.coordinator_queue(app)
@@ -184,6 +193,20 @@ class CoordinatorService:
         assert self.coordinator is not None  # noqa: S101
         settings = self.settings
         self.relay.start()
+        if self._schedules:
+            assert self._pool is not None  # noqa: S101 - after _connect
+            self.schedule_runner = ScheduleRunner(
+                self.app or "",
+                self._schedules,
+                PostgresScheduleStore(self._pool, timedelta(seconds=settings.outbox_lease_seconds)),
+                self.relay,
+                self._clock,
+                exchange=self.topology.exchange_for(MessageKind.EVENT),
+                source=settings.source,
+                retention=timedelta(seconds=settings.inbox_retention_seconds),
+                purge_seconds=settings.housekeeping_seconds,
+            )
+            self.schedule_runner.start()
         self.timers = TimerLoop(
             self.store, self.coordinator, self._clock, TimerPolicy.from_settings(settings)
         )
@@ -230,6 +253,8 @@ class CoordinatorService:
             self.coordinator.stop()
         if self._consumer is not None:
             await self._consumer.stop(grace)
+        if self.schedule_runner is not None:
+            await self.schedule_runner.stop()
         if self.timers is not None:
             await self.timers.stop()
         if self.park is not None:
@@ -256,9 +281,12 @@ async def run_coordinator(
     telemetry: Telemetry | None = None,
     *,
     app: str | None = None,
+    schedules: Sequence[Schedule[Any]] = (),
 ) -> None:
     """Run until ``stop`` is set, then shut down cleanly."""
-    service = CoordinatorService(settings, definitions, registry, app=app, telemetry=telemetry)
+    service = CoordinatorService(
+        settings, definitions, registry, app=app, telemetry=telemetry, schedules=schedules
+    )
     try:
         if await service.start(stop):
             await stop.wait()

@@ -130,6 +130,10 @@ def _as_uuid(value: str) -> str | None:
     return value
 
 
+_UNFINISHED = [status.value for status in SagaStatus if not status.terminal]
+"""The statuses of a saga not yet ended (``oldest_running.sql`` takes them)."""
+
+
 def _instance(state: str) -> SagaInstance:
     return SagaInstance.model_validate_json(state)
 
@@ -381,8 +385,10 @@ class PostgresSagaStore:
     async def saga_stats(self, saga_types: Sequence[str] | None = None) -> SagaStats:
         types = None if saga_types is None else list(saga_types)
         with postgres_errors:
-            counts = await self._pool.fetch(self._sql.saga_counts, types)
-            oldest = await self._pool.fetch(self._sql.oldest_running, types)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(self._sql.count_fold_lock)
+                counts = await conn.fetch(self._sql.saga_counts, types)
+            oldest = await self._pool.fetch(self._sql.oldest_running, types, _UNFINISHED)
         # Sorted here, by code point as the in-memory twin does, not by the collation.
         return SagaStats(
             counts=tuple(
@@ -471,6 +477,12 @@ class PostgresSagaStore:
     async def purge_finished(self, older_than: timedelta) -> int:
         """Delete sagas finished longer than ``older_than`` ago, with their history."""
         return await self._count(self._sql.purge_finished, older_than, self._types)
+
+    async def fold_counts(self) -> int:
+        with postgres_errors:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(self._sql.count_fold_lock)
+                return int(await conn.fetchval(self._sql.fold_counts))
 
     async def purge_orphan_history(self, older_than: timedelta) -> int:
         """Delete history rows of no saga recorded longer than ``older_than`` ago."""

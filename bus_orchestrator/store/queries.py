@@ -47,6 +47,8 @@ class Queries:
     saga_locks: str
     page_sagas: str
     saga_counts: str
+    count_fold_lock: str
+    fold_counts: str
     oldest_running: str
 
     @classmethod

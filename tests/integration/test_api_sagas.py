@@ -482,3 +482,11 @@ async def test_a_saga_started_on_the_bus_is_seen_over_http(
         ("in", "orders.order_placed.v1"),
         ("out", "inventory.reserve_stock.v1"),
     ]
+
+
+async def test_a_filter_given_twice_is_refused(api: Api) -> None:
+    response = await api.http.get(
+        "/sagas?status=failed&status=running", headers={"Authorization": f"Bearer {READER}"}
+    )
+    assert response.status_code == 422
+    assert "given more than once" in response.text

@@ -36,7 +36,7 @@ async def test_a_sweep_purges_by_age_in_batches_until_done() -> None:
         saga_retention=timedelta(days=30),
         interval=60,
     )
-    nothing = {"inbox": 0, "outbox": 0, "sagas": 0, "history": 0}
+    nothing = {"inbox": 0, "outbox": 0, "sagas": 0, "history": 0, "counts": 0}
     assert await housekeeping.sweep() == nothing
     clock.now += timedelta(days=2)
     assert await housekeeping.sweep() == {**nothing, "outbox": 3}

@@ -1,8 +1,11 @@
 -- A keyset page of sagas, newest first: of status $1, type $2, one of the types $3 (the
 -- app's scope), correlation id $4, created after $5 and before $6, updated before $7 (each
 -- NULL: any); after the saga ($8 created_at, $9 saga_id) of the previous page; at most $10.
--- The order is that of saga_newest_idx (created_at DESC, saga_id); "created_at <= $8" bounds
--- its scan, the rest of the cursor condition breaks ties on created_at by saga id.
+-- The order is that of saga_newest_idx (created_at DESC, saga_id, ...) and, within a status,
+-- of saga_status_newest_idx (status, created_at DESC, saga_id, ...): their trailing keys
+-- (type, status) let a scan test those filters on the index entry (0012).
+-- "created_at <= $8" bounds the scan, the rest of the cursor condition breaks ties on
+-- created_at by saga id.
 SELECT state FROM saga
 WHERE ($1::text IS NULL OR status = $1::text)
   AND ($2::text IS NULL OR saga_type = $2::text)

@@ -535,7 +535,7 @@ async function schedulesAndLocks() {
     schedules && schedules.items && schedules.items.length
       ? table(
           ["schedule", "cron", "time zone", "next", "last"],
-          schedules.items.map((s) => [s.name, h("code", {}, s.cron), s.timezone, when(s.next_firing), when(s.last_firing)]),
+          schedules.items.map((s) => [s.name, h("code", {}, s.cron), s.timezone, when(s.next_firing), s.last_firing ? when(s.last_firing.slot) : "never"]),
         )
       : h("p", { class: "muted" }, "No schedules."),
   );

@@ -1,0 +1,2 @@
+-- One dead letter, whole.
+SELECT * FROM dead_letter WHERE id = $1::uuid
