@@ -39,10 +39,11 @@ from bus_orchestrator.api.errors import (
     Responses,
 )
 from bus_orchestrator.api.events import add_event_routes
-from bus_orchestrator.api.guard import READER
+from bus_orchestrator.api.guard import READER, caller
 from bus_orchestrator.api.metrics import add_metrics_route
 from bus_orchestrator.api.models import (
     AmbiguousBody,
+    Caller,
     ErrorBody,
     Health,
     HistoryEntryView,
@@ -68,6 +69,7 @@ from bus_orchestrator.errors import StoreUnavailableError
 from bus_orchestrator.ports import SagaFilter, SagaLocks, SagaReader
 from bus_orchestrator.telemetry.setup import Telemetry
 from bus_orchestrator.telemetry.tracing import trace_id_of
+from bus_orchestrator.ui import add_ui
 from bus_orchestrator.views import app_saga_view, find_saga, history_view
 
 log = logging.getLogger(__name__)
@@ -428,6 +430,19 @@ def create_api(
     add_repair_routes(api, resolve, detail)
     api.state.repairer = coordinator_repairer(app, settings, lambda: api.state.outlet, telemetry)
     add_dead_routes(api, settings, app)
+
+    @api.get(
+        "/me",
+        dependencies=READER,
+        responses=GUARDED,
+        tags=["access"],
+        summary="Who the token names, and its role",
+    )
+    async def whoami(request: Request) -> Caller:
+        """The name a repair is recorded by, and the role (what the dashboard offers)."""
+        return Caller.model_validate(caller(request), from_attributes=True)
+
+    add_ui(api)
 
     @api.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> Health:

@@ -34,6 +34,13 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class Caller(BaseModel):
+    """Who holds the token (the name repairs are recorded by) and its role."""
+
+    name: str
+    role: Literal["reader", "operator"]
+
+
 class SagaRef(BaseModel):
     saga_id: str
     saga_type: str
