@@ -572,6 +572,10 @@ async def main(args: argparse.Namespace) -> int:
                     f"{size:7.0f} B ({size / base_bytes:.2f}x)"
                 )
         if args.reuse:
+            # the last run's data, brought up to the migrations this checkout has
+            applied = await migrate(conn, SCHEMA)
+            if applied:
+                print(f"migrated {SCHEMA}: {', '.join(applied)}", file=sys.stderr)
             await conn.execute(f"SET search_path TO {quote_ident(SCHEMA)}")
         else:
             print(f"loading {args.sagas:,} sagas into schema {SCHEMA} ...", file=sys.stderr)
