@@ -1,4 +1,5 @@
-"""The opaque cursor of ``GET /sagas``: where the next page of sagas starts."""
+"""The opaque keyset cursors of the API's pages (``GET /sagas``, ``GET /dead``): where the
+next page starts, as a time and an id."""
 
 from __future__ import annotations
 
@@ -14,19 +15,20 @@ from bus_orchestrator.core.state import SagaInstance
 from bus_orchestrator.ports import PageAfter
 
 
-def encode_cursor(saga: SagaInstance) -> str:
-    """An opaque cursor over (created_at, saga_id): where the next page starts."""
-    raw = json.dumps([saga.created_at.isoformat(), saga.saga_id], separators=(",", ":"))
+def encode_keyset(at: datetime, key: str) -> str:
+    """An opaque cursor over ``(at, key)``."""
+    raw = json.dumps([at.isoformat(), key], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> PageAfter:
-    """The page end a cursor names; a 422 (in FastAPI's shape) when it is not one."""
+def decode_keyset(cursor: str) -> tuple[datetime, str]:
+    """The ``(at, key)`` a cursor names (``key`` a UUID); a 422 (in FastAPI's shape) when
+    it is not one this API gave."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, saga_id = json.loads(raw)
-        after = PageAfter(datetime.fromisoformat(created_at), str(uuid.UUID(saga_id)))
-        if after.created_at.tzinfo is None:
+        at, key = json.loads(raw)
+        when, key = datetime.fromisoformat(at), str(uuid.UUID(key))
+        if when.tzinfo is None:
             raise ValueError("naive time")
     except (binascii.Error, ValueError, TypeError, AttributeError, RecursionError):
         raise RequestValidationError(
@@ -39,4 +41,13 @@ def decode_cursor(cursor: str) -> PageAfter:
                 }
             ]
         ) from None
-    return after
+    return when, key
+
+
+def encode_cursor(saga: SagaInstance) -> str:
+    """Where the page after ``saga`` starts (by ``created_at``, then saga id)."""
+    return encode_keyset(saga.created_at, saga.saga_id)
+
+
+def decode_cursor(cursor: str) -> PageAfter:
+    return PageAfter(*decode_keyset(cursor))

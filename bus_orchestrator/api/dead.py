@@ -5,14 +5,10 @@ and ``DELETE /dead/{id}``, over the archive the API process keeps of ``bus.dead`
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -21,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from bus_orchestrator.api.cursor import decode_keyset, encode_keyset
 from bus_orchestrator.api.errors import GUARDED, ApiError, Responses
 from bus_orchestrator.api.guard import OPERATOR, READER, caller
 from bus_orchestrator.api.models import ErrorBody, Time
@@ -160,29 +157,11 @@ def detail_view(row: StoredDeadLetter) -> DeadLetterDetail:
 
 
 def encode_cursor(row: StoredDeadLetter) -> str:
-    raw = json.dumps([row.dead_lettered_at.isoformat(), row.id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return encode_keyset(row.dead_lettered_at, row.id)
 
 
 def decode_cursor(cursor: str) -> DeadAfter:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, dead_id = json.loads(raw)
-        after = DeadAfter(datetime.fromisoformat(at), str(uuid.UUID(dead_id)))
-        if after.dead_lettered_at.tzinfo is None:
-            raise ValueError("naive time")
-    except (binascii.Error, ValueError, TypeError, AttributeError, RecursionError):
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("query", "cursor"),
-                    "msg": "Value error, not a cursor this API gave",
-                    "input": cursor,
-                }
-            ]
-        ) from None
-    return after
+    return DeadAfter(*decode_keyset(cursor))
 
 
 # -- the archive in the API process ---------------------------------------------------------
