@@ -27,7 +27,7 @@ from tests.conftest import TestBus
 from tests.e2e.payouts import PayoutRequested
 from tests.e2e.processes import Processes, free_port, wait_for_consumers
 from tests.e2e.test_api import wait_until_serving
-from tests.integration.harness import publish, wait_for_status
+from tests.integration.harness import publish, sql, wait_for_status
 
 pytestmark = pytest.mark.e2e
 
@@ -141,3 +141,21 @@ async def test_an_operator_finds_reads_and_repairs_sagas_in_the_browser(
     operator = page.locator(".timeline li.operator")
     assert "resume by olga: the ledger is unlocked" in (await operator.text_content() or "")
     assert problems == []
+
+    # a long history: 500 more entries on the compensated payout; the page's own timing
+    # (fetch to rendered, measured in the page) is logged, not asserted
+    await sql(
+        settings,
+        "INSERT INTO saga_history (saga_id, at, direction, message_id, message_type, "
+        "correlation_id, causation_id, outcome, note, payload) "
+        "SELECT s.saga_id, now() + n * interval '1 second', 'in', 'filler-' || n, "
+        "'payouts.payee_ok.v1', s.correlation_id, NULL, 'ignored', 'a late copy', "
+        "jsonb_build_object('payout_id', s.correlation_id) "
+        "FROM saga s, generate_series(1, 500) n WHERE s.correlation_id = $1",
+        compensated,
+    )
+    await page.goto(f"{base}/ui/sagas/{compensated}")
+    await page.wait_for_selector(".timeline")
+    assert await page.locator(".timeline li").count() >= 500
+    rendered = await page.locator("main").get_attribute("data-rendered-ms")
+    print(f"saga page with {await page.locator('.timeline li').count()} entries: {rendered} ms")
