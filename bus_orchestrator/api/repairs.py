@@ -10,7 +10,7 @@ applies nothing and answers with the saga as it is, ``repeated: true``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -38,22 +38,11 @@ from bus_orchestrator.errors import (
     SagaNotFoundError,
     StoreUnavailableError,
 )
-from bus_orchestrator.ports import PendingPublish
 from bus_orchestrator.runtime.coordinator import Coordinator
 from bus_orchestrator.telemetry.setup import Telemetry
 
 Repairer = Callable[[RepairRequest], Awaitable[Repaired]]
 """Applies a repair (``api.state.repairer``): a coordinator of the app's."""
-
-
-class _Through:
-    """Hands what a repair committed to the outlet's relay (none: the rows wait)."""
-
-    def __init__(self, outlet: Outlet) -> None:
-        self._outlet = outlet
-
-    def submit(self, rows: Sequence[PendingPublish]) -> None:
-        self._outlet.submit(rows)
 
 
 def coordinator_repairer(
@@ -77,7 +66,7 @@ def coordinator_repairer(
                     app.sagas,
                     app.registry,
                     await found.store(),
-                    _Through(found),
+                    found,  # its submit hands what a repair commits to its relay
                     found.topology,
                     lambda: datetime.now(UTC),
                     source=found.source,
